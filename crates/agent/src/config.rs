@@ -1,0 +1,62 @@
+//! RunConfig: the resolved settings of one run. No clap types: the CLI builds this.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shardex_core::schedule::DistMode;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// One zygote collects, workers are forked from it (copy-on-write).
+    #[default]
+    Fork,
+    /// Each worker is its own `python -m pytest` process that collects for itself.
+    Spawn,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The Python interpreter (already checked to run and import pytest).
+    pub python: PathBuf,
+    /// Arguments for pytest in the workers (shardex's own and consumed flags removed).
+    pub pytest_args: Vec<String>,
+    /// Working directory pytest is started in.
+    pub cwd: PathBuf,
+    pub workers: usize,
+    pub mode: WorkerMode,
+    pub dist: DistMode,
+    /// `--timings` sources, in order.
+    pub timings: Vec<PathBuf>,
+    /// Where the timings of previous runs are kept (default `<rootdir>/.shardex/timings.json`;
+    /// `None` resolves to that once pytest told us its rootdir).
+    pub timing_store: Option<PathBuf>,
+    pub junitxml: Option<PathBuf>,
+    /// `--junit-prefix`.
+    pub junit_prefix: Option<String>,
+    /// Per-test timeout.
+    pub timeout: Option<Duration>,
+    /// Grace between SIGTERM and SIGKILL when a worker group is stopped.
+    pub kill_grace: Duration,
+    /// Extra environment for the Python processes.
+    pub env: Vec<(String, String)>,
+}
+
+impl RunConfig {
+    pub fn new(python: PathBuf, pytest_args: Vec<String>, cwd: PathBuf, workers: usize) -> Self {
+        Self {
+            python,
+            pytest_args,
+            cwd,
+            workers: workers.max(1),
+            mode: WorkerMode::Fork,
+            dist: DistMode::Load,
+            timings: Vec::new(),
+            timing_store: None,
+            junitxml: None,
+            junit_prefix: None,
+            timeout: None,
+            kill_grace: Duration::from_secs(3),
+            env: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! AgentError: what stops a run before or outside test results. A test's failure is data
+//! (`Outcome`), never an error here.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("cannot prepare the run folder {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {python}: {source}")]
+    Spawn {
+        python: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pytest exited before it was ready (exit status {status}): {stderr_tail}")]
+    EarlyExit { status: String, stderr_tail: String },
+    #[error("protocol error with {peer}: {reason}")]
+    Protocol { peer: String, reason: String },
+    #[error("the collections of the workers differ:\n{diff}")]
+    CollectionMismatch { diff: String },
+    #[error("timing data: {0}")]
+    Timing(#[from] shardex_core::TimingError),
+    #[error("cannot write the JUnit report {path}: {source}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

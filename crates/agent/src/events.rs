@@ -1,0 +1,107 @@
+//! What a run tells its caller as it goes (`RunEvent`) and at the end (`RunSummary`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardex_core::protocol::{CollectProblem, PhaseReport, SessionInfo, WarningReport};
+use shardex_core::{Category, Outcome, TestId, WorkerId};
+
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// pytest's effective configuration, known once the first Python process started.
+    SessionStarted(SessionInfo),
+    /// A collect report that did not pass.
+    CollectProblem(CollectProblem),
+    /// Collection finished: `total` tests will run on `workers` workers.
+    Collected {
+        total: usize,
+        deselected: u32,
+        workers: usize,
+        /// Sum of the tests' estimated durations, seconds (for an ETA).
+        estimated_total: f64,
+    },
+    TestStarted {
+        id: TestId,
+        worker: WorkerId,
+    },
+    TestFinished(TestResult),
+    Warning(WarningReport),
+    /// Something the user should know that is not a test result (a worker respawned...).
+    Note(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    pub id: TestId,
+    pub worker: WorkerId,
+    pub outcome: Outcome,
+    /// Setup + call + teardown, seconds.
+    pub duration: f64,
+    /// pytest's reports, in order. For a crash or timeout, one synthetic failed "call" report.
+    pub reports: Vec<PhaseReport>,
+}
+
+impl TestResult {
+    /// The categories this test adds to the summary line (one per counted report).
+    pub fn categories(&self) -> impl Iterator<Item = Category> + '_ {
+        self.reports
+            .iter()
+            .filter_map(|r| Category::parse(&r.category))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub session: Option<SessionInfo>,
+    /// Tests collected and selected.
+    pub collected: usize,
+    pub deselected: u32,
+    pub collect_problems: Vec<CollectProblem>,
+    /// Finished tests, in the order they finished.
+    pub results: Vec<TestResult>,
+    pub warnings: Vec<WarningReport>,
+    /// Tests that never ran (interrupt, early stop).
+    pub not_run: Vec<TestId>,
+    pub wall: Duration,
+    /// Set when a signal stopped the run.
+    pub interrupted: Option<String>,
+    /// Set when pytest itself failed (the plugin's traceback or an INTERNALERROR).
+    pub internal_error: Option<String>,
+    pub workers: usize,
+}
+
+impl RunSummary {
+    /// Counts per category, as pytest's summary line shows them.
+    pub fn counts(&self) -> BTreeMap<Category, usize> {
+        let mut counts = BTreeMap::new();
+        for category in self.results.iter().flat_map(TestResult::categories) {
+            *counts.entry(category).or_insert(0) += 1;
+        }
+        for problem in &self.collect_problems {
+            let category = if problem.outcome == "skipped" {
+                Category::Skipped
+            } else {
+                Category::Error
+            };
+            *counts.entry(category).or_insert(0) += 1;
+        }
+        if self.deselected > 0 {
+            counts.insert(Category::Deselected, self.deselected as usize);
+        }
+        if !self.warnings.is_empty() {
+            counts.insert(Category::Warnings, self.warnings.len());
+        }
+        counts
+    }
+
+    pub fn collection_errors(&self) -> usize {
+        self.collect_problems
+            .iter()
+            .filter(|p| p.outcome != "skipped")
+            .count()
+    }
+
+    pub fn any_test_failed(&self) -> bool {
+        self.results.iter().any(|r| r.outcome.is_failure())
+    }
+}

@@ -1,0 +1,15 @@
+//! shardex-agent: the worker pool, the queue and the orchestration of one run.
+
+pub mod config;
+pub mod errors;
+pub mod events;
+pub mod plugin;
+pub mod pool;
+pub mod python;
+pub mod run;
+pub mod sizing;
+
+pub use config::{RunConfig, WorkerMode};
+pub use errors::AgentError;
+pub use events::{RunEvent, RunSummary, TestResult};
+pub use run::execute;

@@ -1,0 +1,1 @@
+//! Finding and checking the Python interpreter. (PLACEHOLDER: being written.)

@@ -1,0 +1,12 @@
+//! shardex-cli: argument parsing, settings, terminal output and exit codes.
+
+pub mod app;
+pub mod args;
+pub mod commands;
+pub mod compat;
+pub mod errors;
+pub mod exit_code;
+pub mod reporter;
+pub mod settings;
+
+pub use app::main_impl;

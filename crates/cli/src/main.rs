@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(shardex_cli::main_impl(std::env::args_os().collect()));
+}

@@ -1,0 +1,2 @@
+//! Reads JUnit XML for timings: (nodeid, seconds) per testcase.
+//! (Filled in by the timings work; see `timing.rs`.)

@@ -1,0 +1,16 @@
+//! shardex-core: pure, synchronous logic shared by the agent and the CLI.
+//!
+//! No async, no processes: ids, outcomes, timings, the scheduler state machine,
+//! JUnit xunit1 read/write and the wire protocol types.
+
+pub mod errors;
+pub mod junit;
+pub mod outcome;
+pub mod protocol;
+pub mod schedule;
+pub mod test_id;
+pub mod timing;
+
+pub use errors::{JunitReadError, TimingError};
+pub use outcome::{Category, Outcome};
+pub use test_id::{TestId, WorkerId};

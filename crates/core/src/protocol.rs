@@ -1,0 +1,223 @@
+//! Wire types between the agent and its Python processes (zygote and workers).
+//!
+//! Framing: one JSON object per line on a Unix stream socket (never stdout, which tests
+//! print to). Every message carries a `t` tag. The Python side is
+//! `crates/agent/src/plugin/shardex_worker.py`; keep both in step and bump
+//! `PROTOCOL_VERSION` on any incompatible change (the hello check refuses a mismatch).
+
+use serde::{Deserialize, Serialize};
+
+use crate::test_id::TestId;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Collects once, then forks workers on request.
+    Zygote,
+    /// Runs tests it is sent.
+    Worker,
+}
+
+/// Python -> agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum FromPython {
+    Hello {
+        v: u32,
+        role: Role,
+        slot: Option<String>,
+        pid: u32,
+    },
+    /// Effective pytest configuration (after ini files and `addopts`).
+    Session(SessionInfo),
+    /// A collect report that did not pass (error or module-level skip).
+    CollectReport(CollectProblem),
+    Collected(Collection),
+    /// Zygote: a worker was forked for `slot`.
+    Forked {
+        slot: String,
+        pid: u32,
+    },
+    /// Zygote: a forked worker ended (reaped with waitpid).
+    Exited {
+        slot: String,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Worker: the test began (its `nextitem` is now fixed).
+    Start {
+        id: TestId,
+    },
+    Done(TestDone),
+    /// Worker: reply to `Retract`, the ids it removed from its queue.
+    Retracted {
+        ids: Vec<TestId>,
+    },
+    Warning(WarningReport),
+    /// The plugin hit an internal error; the text is a Python traceback.
+    Fatal {
+        message: String,
+    },
+}
+
+/// Agent -> Python.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToPython {
+    /// Zygote: fork a worker for this slot.
+    Fork { slot: String },
+    /// Worker: append these to the local queue.
+    Run { ids: Vec<TestId> },
+    /// Worker: nothing more for now; run the last queued test with `nextitem=None`.
+    Flush,
+    /// Worker: take these out of the local queue if not yet committed.
+    Retract { ids: Vec<TestId> },
+    /// Finish the running test, tear down fixtures, exit.
+    Exit,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub rootdir: String,
+    /// Lines pytest prints under the session-start separator (platform, rootdir, plugins...).
+    pub header: Vec<String>,
+    pub suite_name: String,
+    pub hostname: String,
+    /// ISO 8601 with offset, as pytest's junitxml writes it.
+    pub timestamp: String,
+    pub tbstyle: String,
+    /// pytest's resolved `-r` chars (e.g. "fE").
+    pub reportchars: String,
+    pub verbosity: i32,
+    pub maxfail: u32,
+    pub continue_on_collection_errors: bool,
+    pub collectonly: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectProblem {
+    pub nodeid: String,
+    /// "failed" or "skipped".
+    pub outcome: String,
+    /// Rendered as pytest's terminal shows it.
+    pub longrepr: String,
+    /// Skip reason (`path:line: reason`) or the error's last line.
+    pub message: String,
+    pub junit: JunitPart,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    pub items: Vec<ItemInfo>,
+    pub deselected: u32,
+    /// Collection errors (failed collect reports).
+    pub errors: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemInfo {
+    pub id: TestId,
+    /// `item.location[0]`: path relative to rootdir, with `/`.
+    pub file: String,
+    /// `item.location[1]`: 0-based line.
+    pub line: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestDone {
+    pub id: TestId,
+    /// Sum of the phases' durations (setup + call + teardown), seconds.
+    pub duration: f64,
+    pub reports: Vec<PhaseReport>,
+    pub junit: JunitPart,
+}
+
+/// One `TestReport` (setup, call or teardown) as the terminal and summary need it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    pub when: String,
+    /// pytest's report outcome: passed, failed, skipped.
+    pub outcome: String,
+    /// `pytest_report_teststatus` result: category (empty when not counted), letter, word.
+    pub category: String,
+    pub letter: String,
+    pub word: String,
+    pub duration: f64,
+    /// The FAILURES/ERRORS section body, rendered in the worker with the run's `--tb`
+    /// style, captured output sections included.
+    pub longrepr: Option<String>,
+    /// `head_line` for the section header.
+    pub head_line: Option<String>,
+    /// `reprcrash.message` (first line used in `-r` short summary).
+    pub crash_message: Option<String>,
+    /// `--tb=line` form (`path:line: message`).
+    pub crash_line: Option<String>,
+    /// Skip location and reason: (path, 1-based line, reason).
+    pub skip: Option<(String, u32, String)>,
+    pub wasxfail: Option<String>,
+}
+
+/// What pytest's own junitxml produced for one test: `<testcase>` element(s) as XML text,
+/// and the counters `LogXML.stats` moved by.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JunitPart {
+    pub xml: String,
+    pub passed: u32,
+    pub failures: u32,
+    pub errors: u32,
+    pub skipped: u32,
+    /// Tests reported twice (call failure + teardown error): `tests` subtracts these.
+    pub double: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WarningReport {
+    pub nodeid: String,
+    /// As pytest's warnings summary prints it (`path:line: Category: message`).
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_on_the_wire() {
+        let msg = ToPython::Run {
+            ids: vec![TestId::new("t.py::a")],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"t":"run","ids":["t.py::a"]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ToPython::Flush).unwrap(),
+            r#"{"t":"flush"}"#
+        );
+        let hello: FromPython =
+            serde_json::from_str(r#"{"t":"hello","v":1,"role":"worker","slot":"gw0","pid":7}"#)
+                .unwrap();
+        assert_eq!(
+            hello,
+            FromPython::Hello {
+                v: 1,
+                role: Role::Worker,
+                slot: Some("gw0".into()),
+                pid: 7
+            }
+        );
+    }
+
+    #[test]
+    fn done_round_trip_with_missing_optionals() {
+        let line = r#"{"t":"done","id":"t.py::a","duration":0.5,"reports":[{"when":"call","outcome":"passed","category":"passed","letter":".","word":"PASSED","duration":0.5}],"junit":{"xml":"<testcase/>","passed":1,"failures":0,"errors":0,"skipped":0,"double":0}}"#;
+        let FromPython::Done(done) = serde_json::from_str(line).unwrap() else {
+            panic!("not done")
+        };
+        assert_eq!(done.reports[0].longrepr, None);
+        assert_eq!(done.junit.passed, 1);
+    }
+}

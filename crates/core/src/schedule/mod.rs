@@ -1,0 +1,6 @@
+//! Scheduling: timing-weighted plans and the work-stealing queue, as pure state machines.
+
+pub mod plan;
+pub mod steal;
+
+pub use steal::{DistMode, SchedTest, Scheduler};
