@@ -1,0 +1,654 @@
+"""shardex's pytest plugin: the Python side of the agent's worker pool.
+
+Loaded with ``-p shardex_worker`` in processes the agent starts. Two roles:
+
+* zygote (``SHARDEX_MODE=zygote``): runs pytest's configuration and collection once,
+  reports the collected items, then forks a worker per slot on the agent's request
+  (copy-on-write: imports, conftests and collection are paid once). It reaps its
+  children and reports their exit status.
+* worker (forked from the zygote, or ``SHARDEX_MODE=worker`` in ``--spawn`` mode where
+  it collects for itself): runs the tests it is sent, one ``pytest_runtest_protocol``
+  per item with the right ``nextitem``, and reports each test's reports.
+
+Messages are JSON lines on a Unix socket to the agent (never stdout, which tests print
+to). Keep in step with ``crates/core/src/protocol.rs`` (PROTOCOL_VERSION).
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import io
+import json
+import os
+import platform
+import random
+import select
+import signal
+import socket
+import sys
+import traceback
+from datetime import datetime, timezone
+
+import pytest
+
+PROTOCOL_VERSION = 1
+
+_MODE = os.environ.get("SHARDEX_MODE", "")
+_SOCKET = os.environ.get("SHARDEX_SOCKET", "")
+_RUNDIR = os.environ.get("SHARDEX_RUNDIR", "")
+_WORKER_COUNT = int(os.environ.get("SHARDEX_WORKER_COUNT", "1") or 1)
+_TESTRUNUID = os.environ.get("SHARDEX_TESTRUNUID", "")
+_COLOR = os.environ.get("SHARDEX_COLOR", "") == "1"
+_WIDTH = int(os.environ.get("SHARDEX_WIDTH", "80") or 80)
+
+
+class Channel:
+    """Newline-delimited JSON over a connected Unix socket."""
+
+    def __init__(self, path: str, hello: dict) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        self.send(hello)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+
+    def _pop_line(self):
+        pos = self.buf.find(b"\n")
+        if pos < 0:
+            return None
+        line, self.buf = self.buf[:pos], self.buf[pos + 1 :]
+        return json.loads(line)
+
+    def recv(self, timeout: float | None = None):
+        """The next message; None on timeout. Raises EOFError when the agent is gone."""
+        while True:
+            msg = self._pop_line()
+            if msg is not None:
+                return msg
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    return None
+            try:
+                chunk = self.sock.recv(65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _active() -> bool:
+    return _MODE in ("zygote", "worker") and bool(_SOCKET)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _plain_word(word) -> str:
+    if isinstance(word, tuple):
+        return str(word[0])
+    return str(word)
+
+
+def _render_summary(config, rep) -> str:
+    """The FAILURES/ERRORS body exactly as TerminalReporter._outrep_summary writes it."""
+    from _pytest._io import TerminalWriter
+
+    buf = io.StringIO()
+    tw = TerminalWriter(file=buf)
+    tw.hasmarkup = _COLOR
+    tw.fullwidth = _WIDTH
+    rep.toterminal(tw)
+    showcapture = config.option.showcapture
+    if showcapture != "no":
+        for secname, content in rep.sections:
+            if showcapture != "all" and showcapture not in secname:
+                continue
+            tw.sep("-", secname)
+            if content[-1:] == "\n":
+                content = content[:-1]
+            tw.line(content)
+    return buf.getvalue()
+
+
+def _crash_message(rep):
+    try:
+        return rep.longrepr.reprcrash.message
+    except AttributeError:
+        return None
+
+
+def _crash_line(rep) -> str:
+    try:
+        return str(rep.longrepr.reprcrash)
+    except AttributeError:
+        try:
+            return str(rep.longrepr)[:50]
+        except AttributeError:
+            return ""
+
+
+def _skip_info(rep):
+    """(path, line, reason) as pytest's short summary folds skips; line 0 = no line."""
+    if not rep.skipped or not isinstance(rep.longrepr, tuple) or len(rep.longrepr) != 3:
+        return None
+    path, lineno, reason = rep.longrepr
+    keywords = getattr(rep, "keywords", {}) or {}
+    if rep.when == "setup" and "skip" in keywords and "pytestmark" not in keywords:
+        lineno = 0
+    return [str(path), int(lineno or 0), str(reason)]
+
+
+def _phase_report(config, rep) -> dict:
+    category, letter, word = config.hook.pytest_report_teststatus(report=rep, config=config)
+    out = {
+        "when": rep.when,
+        "outcome": rep.outcome,
+        "category": category or "",
+        "letter": letter or "",
+        "word": _plain_word(word),
+        "duration": float(getattr(rep, "duration", 0.0) or 0.0),
+    }
+    if rep.failed:
+        out["longrepr"] = _render_summary(config, rep)
+        out["head_line"] = rep.head_line or "test session"
+        out["crash_message"] = _crash_message(rep)
+        out["crash_line"] = _crash_line(rep)
+    skip = _skip_info(rep)
+    if skip is not None:
+        out["skip"] = skip
+    wasxfail = getattr(rep, "wasxfail", None)
+    if wasxfail is not None:
+        out["wasxfail"] = str(wasxfail)
+    return out
+
+
+class JunitRecorder:
+    """pytest's own junitxml machinery, fed report by report, so every <testcase> is
+    exactly what ``pytest --junitxml -o junit_family=xunit1`` writes."""
+
+    def __init__(self, config) -> None:
+        from _pytest.junitxml import LogXML, xml_key
+
+        self.logxml = LogXML(
+            os.devnull,
+            config.option.junitprefix,
+            config.getini("junit_suite_name"),
+            config.getini("junit_logging"),
+            config.getini("junit_duration_report"),
+            "xunit1",
+            config.getini("junit_log_passing_tests"),
+        )
+        # record_xml_attribute / record_testsuite_property look it up here.
+        config.stash[xml_key] = self.logxml
+        self._mark()
+
+    def _mark(self) -> None:
+        self.start = len(self.logxml.node_reporters_ordered)
+        self.stats = dict(self.logxml.stats)
+        self.double = self.logxml.cnt_double_fail_tests
+
+    def collect(self, report) -> None:
+        self.logxml.pytest_collectreport(report)
+
+    def log(self, report) -> None:
+        self.logxml.pytest_runtest_logreport(report)
+
+    def take(self) -> dict:
+        import xml.etree.ElementTree as ET
+
+        reporters = self.logxml.node_reporters_ordered[self.start :]
+        xml = "".join(ET.tostring(r.to_xml(), encoding="unicode") for r in reporters)
+        stats = self.logxml.stats
+        part = {
+            "xml": xml,
+            "passed": stats["passed"] - self.stats["passed"],
+            "failures": stats["failure"] - self.stats["failure"],
+            "errors": stats["error"] - self.stats["error"],
+            "skipped": stats["skipped"] - self.stats["skipped"],
+            "double": self.logxml.cnt_double_fail_tests - self.double,
+        }
+        # Keep memory flat over thousands of tests.
+        del self.logxml.node_reporters_ordered[self.start :]
+        self.logxml.node_reporters.clear()
+        self.logxml.open_reports.clear()
+        self._mark()
+        return part
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+class ShardexPlugin:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.channel: Channel | None = None
+        self.junit: JunitRecorder | None = None
+        self.deselected = 0
+        self.collect_errors = 0
+        self.reports: list = []
+        self.warnings_when_idle: list = []
+        self.session = None
+
+    # -- configuration -------------------------------------------------------
+
+    def start(self) -> None:
+        role = "zygote" if _MODE == "zygote" else "worker"
+        slot = os.environ.get("PYTEST_XDIST_WORKER") if role == "worker" else None
+        self.channel = Channel(
+            _SOCKET, {"t": "hello", "v": PROTOCOL_VERSION, "role": role, "slot": slot, "pid": os.getpid()}
+        )
+        # The agent owns -x/--maxfail across workers; a worker must not stop by itself.
+        self.maxfail = self.config.option.maxfail
+        self.config.option.maxfail = 0
+        self._mute_terminal()
+        self.junit = JunitRecorder(self.config)
+
+    def _mute_terminal(self) -> None:
+        # The agent renders the terminal output; pytest's own reporter in these processes
+        # writes to nowhere (stdout stays free for tests' prints under -s).
+        from _pytest._io import TerminalWriter
+
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr._tw = TerminalWriter(file=open(os.devnull, "w"))
+
+    def session_info(self) -> dict:
+        from _pytest.terminal import getreportopt
+        import pluggy
+
+        config = self.config
+        verinfo = platform.python_version()
+        line = f"platform {sys.platform} -- Python {verinfo}"
+        line += f", pytest-{pytest.__version__}, pluggy-{pluggy.__version__}"
+        if config.get_verbosity() > 0:
+            line += f" -- {sys.executable}"
+        header = [line]
+        try:
+            results = config.hook.pytest_report_header(config=config, start_path=config.invocation_params.dir)
+        except Exception:
+            results = []
+        for item in reversed(results):
+            if isinstance(item, str):
+                header.append(item)
+            else:
+                header.extend(item)
+        return {
+            "t": "session",
+            "rootdir": str(config.rootpath),
+            "header": header,
+            "suite_name": config.getini("junit_suite_name"),
+            "hostname": platform.node(),
+            "timestamp": datetime.now(timezone.utc).astimezone().isoformat(),
+            "tbstyle": config.option.tbstyle,
+            "reportchars": getreportopt(config),
+            "verbosity": config.get_verbosity(),
+            "maxfail": int(self.maxfail or 0),
+            "continue_on_collection_errors": bool(config.option.continue_on_collection_errors),
+            "collectonly": bool(config.option.collectonly),
+        }
+
+    # -- hooks ---------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session) -> None:
+        self.session = session
+        self.channel.send(self.session_info())
+
+    def pytest_deselected(self, items) -> None:
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report) -> None:
+        if report.passed:
+            return
+        if report.failed:
+            self.collect_errors += 1
+        self.junit.collect(report)
+        part = self.junit.take()
+        self.channel.send(
+            {
+                "t": "collect_report",
+                "nodeid": report.nodeid,
+                "outcome": report.outcome,
+                "longrepr": _render_summary(self.config, report) if report.failed else str(report.longrepr),
+                "message": _crash_line(report),
+                "junit": part,
+            }
+        )
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location) -> None:
+        from _pytest.warnings import warning_record_to_str
+
+        if not nodeid and location:
+            from _pytest.pathlib import absolutepath, bestrelpath
+
+            filename, linenum = location[0], location[1]
+            try:
+                rel = bestrelpath(self.config.invocation_params.dir, absolutepath(filename))
+            except Exception:
+                rel = filename
+            nodeid = f"{rel}:{linenum}"
+        if self.channel is None:
+            return
+        self.channel.send({"t": "warning", "nodeid": nodeid or "", "message": warning_record_to_str(warning_message)})
+
+    def pytest_runtest_logreport(self, report) -> None:
+        self.reports.append(_phase_report(self.config, report))
+        self.junit.log(report)
+
+    def pytest_internalerror(self, excrepr, excinfo) -> None:
+        if self.channel is not None:
+            try:
+                self.channel.send({"t": "fatal", "message": str(excrepr)})
+            except OSError:
+                pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_unconfigure(self, config) -> None:
+        # Our LogXML was never registered as a plugin; junitxml's unconfigure would try to
+        # unregister it.
+        from _pytest.junitxml import xml_key
+
+        if config.stash.get(xml_key, None) is (self.junit.logxml if self.junit else None):
+            try:
+                del config.stash[xml_key]
+            except KeyError:
+                pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        items = session.items
+        interrupted = session.testsfailed and not session.config.option.continue_on_collection_errors
+        self.channel.send(
+            {
+                "t": "collected",
+                "items": [] if interrupted else [_item_info(item) for item in items],
+                "deselected": self.deselected,
+                "errors": self.collect_errors,
+            }
+        )
+        if interrupted or session.config.option.collectonly:
+            return None  # pytest's own loop raises Interrupted / returns for --collect-only
+        if _MODE == "zygote":
+            Zygote(self, session).serve()
+        else:
+            self.become_worker(os.environ.get("PYTEST_XDIST_WORKER", "gw0"), forked=False)
+            Worker(self, session).serve()
+        return True
+
+    # -- worker set-up -------------------------------------------------------
+
+    def become_worker(self, slot: str, forked: bool) -> None:
+        config = self.config
+        os.environ["PYTEST_XDIST_WORKER"] = slot
+        os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(_WORKER_COUNT)
+        os.environ["PYTEST_XDIST_TESTRUNUID"] = _TESTRUNUID
+        # What pytest-django (and xdist's worker_id/testrun_uid fixtures) read: each slot
+        # gets its own test DB, test_<name>_gwN, reused by --reuse-db across runs.
+        config.workerinput = {
+            "workerid": slot,
+            "workercount": _WORKER_COUNT,
+            "testrunuid": _TESTRUNUID,
+            "mainargv": list(sys.argv),
+        }
+        config.workeroutput = {}
+        if forked:
+            self._reset_after_fork(slot)
+            self.channel = Channel(
+                _SOCKET, {"t": "hello", "v": PROTOCOL_VERSION, "role": "worker", "slot": slot, "pid": os.getpid()}
+            )
+
+    def _reset_after_fork(self, slot: str) -> None:
+        config = self.config
+        random.seed()
+        # Per-worker stderr (crash tails) with capture restarted on fresh temp files:
+        # the zygote's capture files must not be shared between workers.
+        capman = config.pluginmanager.getplugin("capturemanager")
+        if capman is not None:
+            capman.stop_global_capturing()
+        if _RUNDIR:
+            fd = os.open(os.path.join(_RUNDIR, f"{slot}.err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 2)
+            os.close(fd)
+        # faulthandler keeps a file descriptor number: give it its own copy, since fd 2 is
+        # swapped for a capture file while tests run. Its traceback is the crash tail.
+        try:
+            self._fault_fd = os.dup(2)
+            faulthandler.enable(file=self._fault_fd, all_threads=True)
+        except Exception:
+            pass
+        if capman is not None:
+            capman.start_global_capturing()
+            capman.suspend_global_capture()
+        # Each worker gets its own basetemp under the run's, as xdist does (popen-gwN).
+        factory = getattr(config, "_tmp_path_factory", None)
+        if factory is not None and _ZYGOTE_BASETEMP is not None:
+            from _pytest.tmpdir import TempPathFactory
+
+            config.option.basetemp = os.path.join(_ZYGOTE_BASETEMP, f"popen-{slot}")
+            config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+
+
+_ZYGOTE_BASETEMP: str | None = None
+
+
+def _item_info(item) -> dict:
+    path, lineno, _ = item.location
+    return {"id": item.nodeid, "file": path.replace(os.sep, "/"), "line": lineno}
+
+
+class Zygote:
+    """Forks workers on request; reports their deaths."""
+
+    def __init__(self, plugin: ShardexPlugin, session) -> None:
+        self.plugin = plugin
+        self.session = session
+        self.children: dict[int, str] = {}
+
+    def serve(self) -> None:
+        global _ZYGOTE_BASETEMP
+        plugin = self.plugin
+        channel = plugin.channel
+        config = plugin.config
+        factory = getattr(config, "_tmp_path_factory", None)
+        if factory is not None:
+            _ZYGOTE_BASETEMP = str(factory.getbasetemp())
+        _close_django_connections()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        try:
+            while True:
+                self._reap()
+                try:
+                    ready, _, _ = select.select([channel.sock, wake_r], [], [], 1.0)
+                except InterruptedError:
+                    continue
+                if wake_r in ready:
+                    try:
+                        os.read(wake_r, 4096)
+                    except OSError:
+                        pass
+                if channel.sock in ready or channel.buf:
+                    try:
+                        msg = channel.recv(timeout=0)
+                    except EOFError:
+                        break
+                    while msg is not None:
+                        if msg["t"] == "fork":
+                            self._fork(msg["slot"], wake_r, wake_w)
+                        elif msg["t"] == "exit":
+                            return
+                        msg = channel._pop_line()
+        finally:
+            signal.set_wakeup_fd(-1)
+            for pid in list(self.children):
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+
+    def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
+        plugin = self.plugin
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setpgid(0, 0)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
+                plugin.channel.close()
+                plugin.become_worker(slot, forked=True)
+                Worker(plugin, self.session).serve()
+            except BaseException:
+                code = 70
+                try:
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                except Exception:
+                    pass
+            finally:
+                os._exit(code)
+        try:
+            os.setpgid(pid, pid)  # both sides set it: no window where a killpg misses
+        except OSError:
+            pass
+        self.children[pid] = slot
+        plugin.channel.send({"t": "forked", "slot": slot, "pid": pid})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
+
+
+def _close_django_connections() -> None:
+    # A DB connection must not cross a fork (two processes on one socket).
+    django_db = sys.modules.get("django.db")
+    if django_db is not None:
+        try:
+            django_db.connections.close_all()
+        except Exception:
+            pass
+
+
+class Worker:
+    """Runs the tests the agent sends, keeping pytest's nextitem semantics."""
+
+    def __init__(self, plugin: ShardexPlugin, session) -> None:
+        self.plugin = plugin
+        self.session = session
+        self.items = {item.nodeid: item for item in session.items}
+        self.queue: list[str] = []
+        self.flushed = False
+        self.exiting = False
+
+    def _handle(self, msg) -> None:
+        t = msg["t"]
+        if t == "run":
+            self.queue.extend(msg["ids"])
+            self.flushed = False
+        elif t == "flush":
+            self.flushed = True
+        elif t == "retract":
+            wanted = set(msg["ids"])
+            # The head of the queue may be some running test's nextitem: never retract it.
+            keep = self.queue[:1]
+            taken = [i for i in self.queue[1:] if i in wanted]
+            keep += [i for i in self.queue[1:] if i not in wanted]
+            self.queue = keep
+            self.plugin.channel.send({"t": "retracted", "ids": taken})
+        elif t == "exit":
+            self.exiting = True
+
+    def _drain(self, block: bool) -> None:
+        channel = self.plugin.channel
+        msg = channel.recv(timeout=None if block else 0)
+        while msg is not None:
+            self._handle(msg)
+            msg = channel._pop_line()
+
+    def serve(self) -> None:
+        plugin = self.plugin
+        channel = plugin.channel
+        session = self.session
+        try:
+            while not self.exiting:
+                while not self.queue and not self.exiting:
+                    self._drain(block=True)
+                if self.exiting:
+                    break
+                nodeid = self.queue.pop(0)
+                # nextitem decides which fixtures teardown keeps: wait until the next test
+                # is known, or the agent says there is none for now.
+                while not self.queue and not self.flushed and not self.exiting:
+                    self._drain(block=True)
+                item = self.items.get(nodeid)
+                if item is None:
+                    channel.send({"t": "fatal", "message": f"worker was sent an unknown test id: {nodeid}"})
+                    continue
+                nextitem = None
+                if self.queue and not self.exiting:
+                    nextitem = self.items.get(self.queue[0])
+                channel.send({"t": "start", "id": nodeid})
+                plugin.reports = []
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                duration = sum(r["duration"] for r in plugin.reports)
+                channel.send(
+                    {
+                        "t": "done",
+                        "id": nodeid,
+                        "duration": duration,
+                        "reports": plugin.reports,
+                        "junit": plugin.junit.take(),
+                    }
+                )
+                self._drain(block=False)
+        except EOFError:
+            pass
+        finally:
+            # Tear down whatever a last test with a nextitem left set up.
+            try:
+                session._setupstate.teardown_exact(None)
+            except Exception:
+                pass
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config) -> None:
+    # trylast: after the terminal reporter registered itself, so it can be muted before
+    # it prints the session header.
+    if _active():
+        plugin = ShardexPlugin(config)
+        config.pluginmanager.register(plugin, "shardex-plugin")
+        plugin.start()
