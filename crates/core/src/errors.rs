@@ -16,10 +16,18 @@ pub enum TimingError {
     Malformed { path: PathBuf, reason: String },
     #[error("timing source {path} does not exist")]
     Missing { path: PathBuf },
+    #[error("cannot write timings file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Error)]
 pub enum JunitReadError {
     #[error("invalid JUnit XML at {element}: {reason}")]
     Invalid { element: String, reason: String },
+    #[error("the root element is <{root}>, not <testsuites> or <testsuite>")]
+    NotJunit { root: String },
 }
