@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The one command that runs all of shardex's checks and tests:
+#   setup (venv + PostgreSQL binaries) -> private PostgreSQL -> fmt -> clippy -> cargo test (unit + e2e).
+# Every step runs even if an earlier one failed; the exit status is 0 only if all passed.
+# Env: SHARDEX_KEEP_PG=1 keeps the PostgreSQL server running afterwards (it is also left running
+# if it was already running before this script started).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+log() { printf '\n=== test.sh: %s\n' "$*" >&2; }
+
+log "setup"
+bash scripts/setup.sh || { echo "test.sh: scripts/setup.sh failed" >&2; exit 1; }
+
+pg_was_running=0
+bash scripts/pg.sh status >/dev/null 2>&1 && pg_was_running=1
+cleanup() {
+    if [[ $pg_was_running -eq 0 && "${SHARDEX_KEEP_PG:-0}" != 1 ]]; then
+        bash scripts/pg.sh stop || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "pg.sh start"
+bash scripts/pg.sh start || { echo "test.sh: scripts/pg.sh start failed" >&2; exit 1; }
+eval "$(bash scripts/pg.sh env)"
+
+export VIRTUAL_ENV="$REPO/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-$([[ -t 1 ]] && echo auto || echo never)}"
+
+failed=()
+step() {
+    local name="$1"; shift
+    log "$name"
+    local start=$SECONDS
+    if "$@"; then
+        printf 'test.sh: %s ok (%ss)\n' "$name" "$((SECONDS - start))" >&2
+    else
+        printf 'test.sh: %s FAILED (exit %s, %ss)\n' "$name" "$?" "$((SECONDS - start))" >&2
+        failed+=("$name")
+    fi
+}
+
+step "cargo fmt" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" cargo test --workspace
+
+if ((${#failed[@]})); then
+    log "FAILED: ${failed[*]}"
+    exit 1   # never pass through a tool's own status (e.g. pytest's 5 or cargo's 101)
+fi
+log "all passed"
+exit 0
