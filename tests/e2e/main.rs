@@ -1,1 +1,14 @@
-//! e2e tests (being written)
+//! End-to-end tests: the real `shardex` binary (built as `shardex-dup`) on the suites in `fixtures/`,
+//! compared with plain pytest. Run them with `scripts/test.sh` (it provides .venv and PostgreSQL).
+
+mod cli;
+mod django;
+mod faults;
+mod parity;
+
+use std::path::Path;
+
+/// The binary under test.
+pub fn shardex_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shardex-dup"))
+}

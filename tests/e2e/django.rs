@@ -1,0 +1,180 @@
+//! pytest-django on PostgreSQL: each worker slot gets its own test DB (`test_<db>_gwN`), and
+//! `--reuse-db` keeps them across runs. Needs the server from `scripts/pg.sh` (run via scripts/test.sh).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use shardex_e2e::{
+    copy_fixture, default_timeout, serial, shardex_cmd, start, venv_python, Kind, RunOutput,
+};
+
+use crate::shardex_bin;
+
+const SQL_SCRIPT: &str = r#"
+import os, sys
+import psycopg
+conn = psycopg.connect(
+    host=os.environ.get("SHARDEX_PG_HOST", "127.0.0.1"),
+    port=os.environ["SHARDEX_PG_PORT"],
+    user=os.environ.get("SHARDEX_PG_USER", "shardex"),
+    password=os.environ.get("SHARDEX_PG_PASSWORD", "shardex"),
+    dbname="postgres",
+    autocommit=True,
+    connect_timeout=10,
+)
+for q in sys.argv[1:]:
+    cur = conn.execute(q)
+    if cur.description:
+        for row in cur.fetchall():
+            print("\t".join(str(x) for x in row))
+"#;
+
+fn require_pg() {
+    if std::env::var_os("SHARDEX_PG_PORT").is_none() {
+        panic!(
+            "SHARDEX_PG_PORT is not set: the Django e2e test needs the private PostgreSQL. \
+             Run the tests via scripts/test.sh (or `bash scripts/pg.sh start && eval \"$(bash scripts/pg.sh env)\"` first)."
+        );
+    }
+}
+
+/// Run SQL statements against the `postgres` DB as the app role; returns rows (tab-separated columns).
+fn sql(queries: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg("-c").arg(SQL_SCRIPT).args(queries);
+    let out = start("psql (psycopg)", cmd, None).wait(default_timeout());
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "SQL failed: {queries:?}\n{}",
+        out.describe()
+    );
+    out.stdout
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+fn test_db_prefix() -> String {
+    format!(
+        "test_{}_gw",
+        std::env::var("SHARDEX_PG_DB").unwrap_or_else(|_| "shardex_app".into())
+    )
+}
+
+/// name -> oid of the per-worker test databases.
+fn worker_dbs() -> BTreeMap<String, String> {
+    let prefix = test_db_prefix();
+    sql(&[&format!(
+        "SELECT datname, oid FROM pg_database WHERE datname LIKE '{prefix}%' ORDER BY datname"
+    )])
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone()))
+    .collect()
+}
+
+fn assert_all_passed(run: &RunOutput) {
+    run.assert_code(0);
+    let summary = run.summary();
+    let junit = run.junit();
+    assert!(
+        junit.cases.len() >= 20,
+        "expected ~22 tests\n{}",
+        run.describe()
+    );
+    for tc in &junit.cases {
+        assert_eq!(
+            tc.kind(),
+            Kind::Pass,
+            "{}::{} did not pass\n{}",
+            tc.classname,
+            tc.name,
+            run.describe()
+        );
+    }
+    assert_eq!(
+        summary.get("passed").copied(),
+        Some(junit.cases.len() as u64),
+        "{summary:?}\n{}",
+        run.describe()
+    );
+}
+
+/// DB names the tests recorded through the `record_dbname` fixture.
+fn recorded_dbnames(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        names.push(text.lines().next().unwrap_or("").to_string());
+    }
+    names
+}
+
+#[test]
+fn reuse_db_per_worker_databases() {
+    let _guard = serial();
+    require_pg();
+    let prefix = test_db_prefix();
+
+    // start from nothing
+    for name in worker_dbs().keys() {
+        sql(&[&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")]);
+    }
+    assert!(worker_dbs().is_empty());
+
+    let suite = copy_fixture("django");
+    let mut runs = Vec::new();
+    let mut oids = Vec::new();
+    for round in 1..=2 {
+        let names_dir = suite.scratch.join(format!("dbnames{round}"));
+        let run = shardex_cmd(
+            shardex_bin(),
+            &suite.dir,
+            &["-n", "2", "--reuse-db"],
+            Some(&suite.scratch.join(format!("junit{round}.xml"))),
+        )
+        .env("SHARDEX_DBNAME_DIR", &names_dir)
+        .run();
+        assert_all_passed(&run);
+        let dbs = worker_dbs();
+        let expected: Vec<String> = vec![format!("{prefix}0"), format!("{prefix}1")];
+        assert_eq!(
+            dbs.keys().cloned().collect::<Vec<_>>(),
+            expected,
+            "after run {round}: per-worker test DBs\n{}",
+            run.describe()
+        );
+        let recorded = recorded_dbnames(&names_dir);
+        assert!(
+            !recorded.is_empty(),
+            "no test recorded its DB name in {}",
+            names_dir.display()
+        );
+        for name in &recorded {
+            assert!(
+                expected.contains(name),
+                "a test ran against {name:?}, expected one of {expected:?}"
+            );
+        }
+        eprintln!(
+            "django run {round}: {:.2?} (test DBs {dbs:?}, used {:?})",
+            run.elapsed,
+            {
+                let mut u = recorded.clone();
+                u.sort();
+                u.dedup();
+                u
+            }
+        );
+        oids.push(dbs);
+        runs.push(run);
+    }
+    assert_eq!(
+        oids[0], oids[1],
+        "--reuse-db: the second run must reuse the first run's databases (same OIDs)"
+    );
+    eprintln!(
+        "django wall times: first run (creates DBs) {:.2?}, second run (reuses) {:.2?}",
+        runs[0].elapsed, runs[1].elapsed
+    );
+}

@@ -1,0 +1,243 @@
+//! Faults: crashing workers, hanging tests with --timeout, SIGINT mid-run. After every run no
+//! process whose cwd or command line is in the suite's temp dir may survive.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use shardex_e2e::{
+    assert_no_survivors, copy_fixture, default_timeout, parse_junit, pid_alive, serial,
+    shardex_cmd, Kind, RunOutput, TestCase,
+};
+
+use crate::shardex_bin;
+
+fn case<'a>(run: &RunOutput, cases: &'a [TestCase], classname: &str, name: &str) -> &'a TestCase {
+    let found: Vec<&TestCase> = cases
+        .iter()
+        .filter(|c| c.classname == classname && c.name == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one JUnit testcase {classname}::{name}, found {}\n{}",
+        found.len(),
+        run.describe()
+    );
+    found[0]
+}
+
+fn assert_mentions(run: &RunOutput, tc: &TestCase, any_of: &[&str]) {
+    let text = tc.all_text();
+    assert!(
+        any_of.iter().any(|needle| text.contains(needle)),
+        "{}::{} should mention one of {any_of:?}; its report says:\n{text}\n{}",
+        tc.classname,
+        tc.name,
+        run.describe()
+    );
+}
+
+#[test]
+fn crashing_workers_fail_their_test_and_the_rest_runs() {
+    let _guard = serial();
+    let suite = copy_fixture("crash");
+    let run = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "2"],
+        Some(&suite.scratch.join("junit.xml")),
+    )
+    .run();
+    eprintln!("crash: {:.2?}", run.elapsed);
+    assert_no_survivors(&suite.dir, &run);
+    run.assert_code(1);
+
+    let junit = run.junit();
+    let crashers = [
+        (
+            "test_segfault",
+            &["SIGSEGV", "signal 11"][..],
+            "CRASH-MARKER-segv",
+        ),
+        ("test_os_exit", &["exit code 3"][..], "CRASH-MARKER-exit3"),
+        (
+            "test_sigkill",
+            &["SIGKILL", "signal 9"][..],
+            "CRASH-MARKER-sigkill",
+        ),
+    ];
+    for (name, mentions, marker) in crashers {
+        let tc = case(&run, &junit.cases, "test_crashers", name);
+        // The summary must count it as failed. In JUnit, pytest writes a failing call as
+        // <failure>; pytest-xdist writes a worker crash as <error>: accept either.
+        assert!(
+            matches!(tc.kind(), Kind::Failure | Kind::Error),
+            "{name} should be reported failed, JUnit says {}\n{}",
+            tc.kind(),
+            run.describe()
+        );
+        assert_mentions(&run, tc, mentions);
+        // DESIGN §8: the failure carries the worker's stderr tail
+        let everywhere = format!("{}\n{}\n{}", tc.all_text(), run.stdout, run.stderr);
+        assert!(
+            everywhere.contains(marker),
+            "the crashed worker's stderr ({marker}) is not reported for {name}\n{}",
+            run.describe()
+        );
+    }
+    let others: Vec<&TestCase> = junit
+        .cases
+        .iter()
+        .filter(|c| c.classname != "test_crashers")
+        .collect();
+    assert_eq!(
+        others.len(),
+        21,
+        "all 21 normal tests must run\n{}",
+        run.describe()
+    );
+    for tc in others {
+        assert_eq!(
+            tc.kind(),
+            Kind::Pass,
+            "{}::{} should pass\n{}",
+            tc.classname,
+            tc.name,
+            run.describe()
+        );
+    }
+    let summary = run.summary();
+    assert_eq!(
+        summary.get("failed"),
+        Some(&3),
+        "{summary:?}\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        summary.get("passed"),
+        Some(&21),
+        "{summary:?}\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        summary.get("errors"),
+        None,
+        "{summary:?}\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn timeout_kills_hanging_tests_and_their_children() {
+    let _guard = serial();
+    let suite = copy_fixture("hang");
+    let pidfile = suite.scratch.join("grandchild.pid");
+    let run = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "2", "--timeout", "2"],
+        Some(&suite.scratch.join("junit.xml")),
+    )
+    .env("SHARDEX_TEST_PIDFILE", &pidfile)
+    .run();
+    eprintln!("hang: {:.2?}", run.elapsed);
+
+    // the grandchild `sleep 1000` must not outlive the run
+    let grandchild: Option<i32> = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if let Some(pid) = grandchild {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while pid_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if pid_alive(pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            panic!(
+                "grandchild `sleep 1000` (pid {pid}) survived the run\n{}",
+                run.describe()
+            );
+        }
+    }
+    assert_no_survivors(&suite.dir, &run);
+    run.assert_code(1);
+    assert!(
+        grandchild.is_some(),
+        "test_grandchild_then_hang never wrote {} (did it run with the env?)\n{}",
+        pidfile.display(),
+        run.describe()
+    );
+
+    let junit = run.junit();
+    for name in ["test_sleeps_forever", "test_grandchild_then_hang"] {
+        let tc = case(&run, &junit.cases, "test_hangers", name);
+        assert_eq!(
+            tc.kind(),
+            Kind::Failure,
+            "{name} should fail\n{}",
+            run.describe()
+        );
+        assert_mentions(&run, tc, &["Timeout"]);
+    }
+    let others: Vec<&TestCase> = junit
+        .cases
+        .iter()
+        .filter(|c| c.classname != "test_hangers")
+        .collect();
+    assert_eq!(others.len(), 9, "{}", run.describe());
+    assert!(
+        others.iter().all(|c| c.kind() == Kind::Pass),
+        "{}",
+        run.describe()
+    );
+    let summary = run.summary();
+    assert_eq!(summary.get("failed"), Some(&2), "{summary:?}");
+    assert_eq!(summary.get("passed"), Some(&9), "{summary:?}");
+}
+
+#[test]
+fn sigint_stops_the_run_writes_the_report_and_leaves_nothing() {
+    let _guard = serial();
+    let suite = copy_fixture("slow");
+    let junit_path = suite.scratch.join("junit.xml");
+    let mut running =
+        shardex_cmd(shardex_bin(), &suite.dir, &["-n", "2"], Some(&junit_path)).start();
+    std::thread::sleep(Duration::from_millis(1200));
+    if let Some(status) = running.exited() {
+        let run = running.wait(default_timeout());
+        panic!(
+            "shardex exited ({}) before it was interrupted\n{}",
+            shardex_e2e::describe_status(status),
+            run.describe()
+        );
+    }
+    running.signal(Signal::SIGINT);
+    let sent = std::time::Instant::now();
+    let run = running.wait(default_timeout());
+    let after_signal = sent.elapsed();
+    eprintln!("sigint: exited {after_signal:.2?} after SIGINT");
+    assert_no_survivors(&suite.dir, &run);
+    run.assert_code(2);
+    let text = std::fs::read_to_string(&junit_path).unwrap_or_else(|e| {
+        panic!(
+            "no JUnit report after SIGINT ({}): {e}\n{}",
+            junit_path.display(),
+            run.describe()
+        )
+    });
+    let report = parse_junit(&text).unwrap_or_else(|e| {
+        panic!(
+            "JUnit report after SIGINT is malformed: {e}\n{text}\n{}",
+            run.describe()
+        )
+    });
+    assert!(
+        report.cases.len() < 56,
+        "all 56 tests reported after an interrupt: was it interrupted at all?\n{}",
+        run.describe()
+    );
+    assert!(
+        after_signal < Duration::from_secs(15),
+        "shardex took {after_signal:?} to stop after SIGINT"
+    );
+}

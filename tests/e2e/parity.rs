@@ -1,0 +1,180 @@
+//! Parity: `shardex run ARGS` must give the same exit code, summary counts and JUnit testcases
+//! as plain `pytest ARGS` on the same suite.
+
+use shardex_e2e::{assert_same_results, copy_fixture, pytest_cmd, serial, shardex_cmd};
+
+use crate::shardex_bin;
+
+/// Run plain pytest with `pytest_args` and shardex with `shardex_args` on a fresh copy of
+/// `fixture`, and assert they agree.
+fn check(fixture: &str, pytest_args: &[&str], shardex_args: &[&str]) {
+    let _guard = serial();
+    let suite = copy_fixture(fixture);
+    let expected = pytest_cmd(
+        &suite.dir,
+        pytest_args,
+        Some(&suite.scratch.join("pytest.xml")),
+    )
+    .run();
+    let actual = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        shardex_args,
+        Some(&suite.scratch.join("shardex.xml")),
+    )
+    .run();
+    eprintln!(
+        "{fixture} {shardex_args:?}: pytest {:.2?}, shardex {:.2?}",
+        expected.elapsed, actual.elapsed
+    );
+    assert_same_results(
+        &format!("fixtures/{fixture} with {shardex_args:?}"),
+        &expected,
+        &actual,
+        &suite.dir,
+    );
+}
+
+fn same(fixture: &str, args: &[&str]) {
+    check(fixture, args, args);
+}
+
+#[test]
+fn basic_no_args() {
+    same("basic", &[]);
+}
+
+#[test]
+fn basic_keyword() {
+    same("basic", &["-k", "odd or TestInner or alpha"]);
+}
+
+#[test]
+fn basic_marker() {
+    same("basic", &["-m", "smoke"]);
+}
+
+#[test]
+fn basic_not_marker() {
+    same("basic", &["-m", "not network and not slowish"]);
+}
+
+#[test]
+fn basic_quiet() {
+    same("basic", &["-q"]);
+}
+
+#[test]
+fn basic_verbose() {
+    same("basic", &["-v"]);
+}
+
+#[test]
+fn basic_one_file() {
+    same("basic", &["test_outcomes.py"]);
+}
+
+#[test]
+fn basic_subdir_and_node_id() {
+    same(
+        "basic",
+        &[
+            "sub/deeper",
+            "test_params.py::test_odd_ids",
+            "test_classes.py::TestOuter",
+        ],
+    );
+}
+
+#[test]
+fn basic_n1() {
+    check("basic", &[], &["-n", "1"]);
+}
+
+#[test]
+fn basic_n2() {
+    check("basic", &[], &["-n", "2"]);
+}
+
+#[test]
+fn basic_n3() {
+    check("basic", &[], &["-n", "3"]);
+}
+
+#[test]
+fn basic_spawn_n2() {
+    check("basic", &[], &["--spawn", "-n", "2"]);
+}
+
+#[test]
+fn collect_error_interrupts() {
+    same("collect_error", &[]);
+}
+
+#[test]
+fn collect_error_interrupts_n2() {
+    check("collect_error", &[], &["-n", "2"]);
+}
+
+#[test]
+fn collect_error_continue() {
+    same("collect_error", &["--continue-on-collection-errors"]);
+}
+
+#[test]
+fn collect_error_continue_n2() {
+    check(
+        "collect_error",
+        &["--continue-on-collection-errors"],
+        &["--continue-on-collection-errors", "-n", "2"],
+    );
+}
+
+/// The harness itself: plain pytest against plain pytest must agree (guards the parsers and
+/// the comparison against false alarms).
+#[test]
+fn harness_pytest_agrees_with_itself() {
+    let _guard = serial();
+    let suite = copy_fixture("basic");
+    let a = pytest_cmd(&suite.dir, &[], Some(&suite.scratch.join("a.xml"))).run();
+    let mut b = pytest_cmd(&suite.dir, &["-q"], Some(&suite.scratch.join("b.xml"))).run();
+    b.label = "pytest -q".into();
+    a.assert_code(1);
+    let summary = a.summary();
+    assert!(summary["passed"] > 50, "{summary:?}");
+    assert!(summary["failed"] > 5, "{summary:?}");
+    for key in ["skipped", "xfailed", "xpassed", "errors", "warnings"] {
+        assert!(summary.contains_key(key), "{key} missing from {summary:?}");
+    }
+    let junit = a.junit();
+    assert_eq!(
+        junit.suites[0].name, "basic_suite",
+        "junit_suite_name from pytest.ini"
+    );
+    // fail + teardown error gives two testcases
+    assert_eq!(
+        junit
+            .find("test_outcomes", "test_fail_and_teardown_error")
+            .len(),
+        2
+    );
+    assert_same_results("pytest vs pytest -q", &a, &b, &suite.dir);
+}
+
+/// Reference point for the comparison: pytest-xdist `-n 2` agrees with plain pytest on
+/// fixtures/basic (exit code, counts, JUnit testcases). If this fails, the fixture or the
+/// harness changed, not shardex.
+#[test]
+fn harness_xdist_agrees_with_pytest() {
+    let _guard = serial();
+    let suite = copy_fixture("basic");
+    let a = pytest_cmd(&suite.dir, &[], Some(&suite.scratch.join("a.xml"))).run();
+    let mut b = pytest_cmd(
+        &suite.dir,
+        &["-p", "xdist", "-n", "2"],
+        Some(&suite.scratch.join("b.xml")),
+    )
+    .run();
+    b.label = "pytest -n 2".into();
+    assert_same_results("pytest vs pytest-xdist -n 2", &a, &b, &suite.dir);
+}
