@@ -29,7 +29,7 @@ impl Settings {
             Some(s) => Self {
                 verbosity: s.verbosity,
                 tbstyle: s.tbstyle.clone(),
-                reportchars: s.reportchars.clone(),
+                reportchars: report_aliases(&s.reportchars),
                 maxfail: s.maxfail,
                 continue_on_collection_errors: s.continue_on_collection_errors,
                 collectonly: s.collectonly,
@@ -55,6 +55,28 @@ impl Settings {
     fn tb_shown(&self) -> bool {
         self.tbstyle != "no"
     }
+}
+
+/// The alias part of pytest's `getreportopt` (`a`, `A`, `N`, old `F`/`S`), in case the
+/// chars arrive unexpanded; expanded chars pass through unchanged. (`w` is left as sent:
+/// only pytest knows whether warnings are disabled.)
+fn report_aliases(chars: &str) -> String {
+    let mut out = String::new();
+    for c in chars.chars() {
+        let c = match c {
+            'F' => 'f',
+            'S' => 's',
+            c => c,
+        };
+        match c {
+            'a' => out = "sxXEf".into(),
+            'A' => out = "PpsxXEf".into(),
+            'N' => out.clear(),
+            c if !out.contains(c) => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One test report with the test it belongs to.
@@ -611,4 +633,29 @@ fn collect_only_parts(summary: &RunSummary) -> (Vec<(String, Style)>, Color) {
         parts.push((plural(errors, "error"), Style::fg(main)));
     }
     (parts, main)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_chars_like_getreportopt() {
+        // getreportopt without its `w` handling.
+        let cases = [
+            ("wfE", "wfE"),
+            ("fE", "fE"),
+            ("a", "sxXEf"),
+            ("wa", "sxXEf"),
+            ("A", "PpsxXEf"),
+            ("fEN", ""),
+            ("FS", "fs"),
+            ("ffs", "fs"),
+            ("wsxXEf", "wsxXEf"),
+            ("R", "R"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(report_aliases(given), want, "{given}");
+        }
+    }
 }

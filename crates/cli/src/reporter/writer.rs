@@ -124,6 +124,7 @@ impl Writer {
         if let Some(live) = self.live.take() {
             live.bar.finish_and_clear();
             let _ = self.out.write_all(live.partial.as_bytes());
+            let _ = self.out.flush();
         }
     }
 
@@ -269,9 +270,12 @@ pub(crate) fn sep_line(sep: char, title: Option<&str>, fullwidth: usize) -> Stri
 }
 
 impl Drop for Writer {
+    /// A run that ended without `finish` (an error) still leaves the terminal tidy: the
+    /// status line gone and the progress line ended.
     fn drop(&mut self) {
-        if let Some(live) = self.live.take() {
-            live.bar.finish_and_clear();
+        self.end_live();
+        if !self.current_line.is_empty() {
+            let _ = self.out.write_all(b"\n");
         }
         let _ = self.out.flush();
     }
