@@ -1,1 +1,141 @@
-//! placeholder
+//! shardex's exit codes: pytest's own, so scripts that read `pytest`'s status keep working.
+//! These values are a contract; never renumber them.
+
+use shardex_agent::RunSummary;
+
+/// All tests passed (or were skipped, xfailed...).
+pub const OK: i32 = 0;
+/// Some tests failed (including errors in setup/teardown and collection errors run past with
+/// `--continue-on-collection-errors`).
+pub const TESTS_FAILED: i32 = 1;
+/// Interrupted by a signal, or stopped by collection errors.
+pub const INTERRUPTED: i32 = 2;
+/// shardex or pytest hit an internal error.
+pub const INTERNAL_ERROR: i32 = 3;
+/// Bad command line, configuration or input files; nothing ran.
+pub const USAGE_ERROR: i32 = 4;
+/// No tests were collected.
+pub const NO_TESTS_COLLECTED: i32 = 5;
+/// `--fail-on-flaky` and a test passed only on a retry (pytest-rerunfailures' code).
+pub const FLAKY: i32 = 7;
+
+/// The exit code of a finished run, in pytest's order of precedence.
+pub fn from_summary(summary: &RunSummary) -> i32 {
+    if summary.internal_error.is_some() {
+        return INTERNAL_ERROR;
+    }
+    if summary.interrupted.is_some() {
+        return INTERRUPTED;
+    }
+    let continue_on_errors = summary
+        .session
+        .as_ref()
+        .is_some_and(|s| s.continue_on_collection_errors);
+    let collection_errors = summary.collection_errors();
+    if collection_errors > 0 && !continue_on_errors {
+        return INTERRUPTED;
+    }
+    if collection_errors > 0 || summary.any_test_failed() {
+        return TESTS_FAILED;
+    }
+    // TODO(retries): FLAKY once the summary says a test passed only on a retry and
+    // `--fail-on-flaky` is set.
+    if summary.collected == 0 {
+        return NO_TESTS_COLLECTED;
+    }
+    OK
+}
+
+#[cfg(test)]
+mod tests {
+    use shardex_agent::TestResult;
+    use shardex_core::protocol::{CollectProblem, SessionInfo};
+    use shardex_core::{Outcome, TestId, WorkerId};
+
+    use super::*;
+
+    fn result(outcome: Outcome) -> TestResult {
+        TestResult {
+            id: TestId::from("t.py::test_a"),
+            worker: WorkerId(0),
+            outcome,
+            duration: 0.1,
+            reports: Vec::new(),
+        }
+    }
+
+    fn problem(outcome: &str) -> CollectProblem {
+        CollectProblem {
+            nodeid: "t.py".into(),
+            outcome: outcome.into(),
+            ..CollectProblem::default()
+        }
+    }
+
+    #[test]
+    fn codes_follow_pytest_precedence() {
+        let passed = RunSummary {
+            collected: 1,
+            results: vec![result(Outcome::Passed)],
+            ..RunSummary::default()
+        };
+        let failed = RunSummary {
+            collected: 2,
+            results: vec![result(Outcome::Passed), result(Outcome::Failed)],
+            ..RunSummary::default()
+        };
+        let collect_error = RunSummary {
+            collected: 1,
+            collect_problems: vec![problem("failed")],
+            results: vec![result(Outcome::Passed)],
+            ..RunSummary::default()
+        };
+        let continued = RunSummary {
+            session: Some(SessionInfo {
+                continue_on_collection_errors: true,
+                ..SessionInfo::default()
+            }),
+            ..collect_error.clone()
+        };
+        let collect_skip_only = RunSummary {
+            collect_problems: vec![problem("skipped")],
+            ..RunSummary::default()
+        };
+        let cases: Vec<(&str, RunSummary, i32)> = vec![
+            ("all passed", passed.clone(), OK),
+            ("a failure", failed.clone(), TESTS_FAILED),
+            (
+                "nothing collected",
+                RunSummary::default(),
+                NO_TESTS_COLLECTED,
+            ),
+            (
+                "module skipped at collection",
+                collect_skip_only,
+                NO_TESTS_COLLECTED,
+            ),
+            ("collection error stops", collect_error, INTERRUPTED),
+            ("collection error continued", continued, TESTS_FAILED),
+            (
+                "interrupted beats failures",
+                RunSummary {
+                    interrupted: Some("SIGINT".into()),
+                    ..failed.clone()
+                },
+                INTERRUPTED,
+            ),
+            (
+                "internal error beats everything",
+                RunSummary {
+                    internal_error: Some("boom".into()),
+                    interrupted: Some("SIGINT".into()),
+                    ..failed
+                },
+                INTERNAL_ERROR,
+            ),
+        ];
+        for (name, summary, code) in cases {
+            assert_eq!(from_summary(&summary), code, "{name}");
+        }
+    }
+}

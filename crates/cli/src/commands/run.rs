@@ -1,1 +1,245 @@
-//! placeholder
+//! `shardex run [PYTEST ARGS...]`: resolve the settings, check every input before a test
+//! runs, then execute the run on a tokio runtime while the reporter prints its events.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use shardex_agent::python::{find_python_from, PythonInfo};
+use shardex_agent::{sizing, RunConfig, RunEvent, RunSummary, WorkerMode};
+use shardex_core::timing::TimingStore;
+use tokio::sync::mpsc::unbounded_channel;
+
+use crate::compat::split_args;
+use crate::errors::{CliError, UsageError};
+use crate::exit_code;
+use crate::reporter::{Reporter, ReporterOptions};
+use crate::settings::{ColorChoice, FileSettings, QueueSpec, Settings, TimingStoreChoice};
+
+/// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
+pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
+    let (flags, pytest_args) = split_args(argv)?;
+    if flags.help {
+        return Ok(crate::app::print_run_help());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|err| UsageError::new(format!("cannot read the current directory: {err}")))?;
+    let file = FileSettings::discover(&cwd)?;
+    let settings = Settings::resolve(flags, pytest_args, &process_env, file.as_ref())?;
+    tracing::debug!(?settings, config_file = ?file.as_ref().map(|f| &f.path), "resolved settings");
+
+    validate(&settings)?;
+    let python = find_python_from(
+        settings
+            .python
+            .as_ref()
+            .map(|p| (p.path.as_path(), p.origin.as_str())),
+    )?;
+    tracing::debug!(?python, "python");
+    let workers = settings.workers(sizing::auto_workers(), sizing::logical_workers());
+    let output = reporter_options(settings.color);
+    let config = run_config(&settings, &python, cwd, workers, &output);
+    execute(config, settings.notes, output)
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Everything that can be wrong with the input, checked before any test runs.
+fn validate(settings: &Settings) -> Result<(), CliError> {
+    if let QueueSpec::Redis(url) = &settings.queue {
+        return Err(UsageError::new(format!(
+            "--queue {url}: Redis queues are not supported yet; use --queue local"
+        ))
+        .into());
+    }
+    if let Some(path) = &settings.junitxml {
+        check_writable("--junitxml", path)?;
+    }
+    if let Some(path) = &settings.timeline {
+        check_writable("--timeline", path)?;
+    }
+    // Parsed here only to fail early with one clear line; the agent loads them again.
+    let mut timings = TimingStore::new();
+    for source in &settings.timings {
+        timings.merge_source(source)?;
+    }
+    Ok(())
+}
+
+/// A report path must be a file we can create: make its folders (as pytest does for
+/// `--junitxml`) and open it for appending, which leaves an existing report as it is.
+fn check_writable(flag: &'static str, path: &Path) -> Result<(), CliError> {
+    if path.is_dir() {
+        return Err(UsageError::new(format!(
+            "{flag} must be a filename, given: {}",
+            path.display()
+        ))
+        .into());
+    }
+    let report_err = |source| CliError::ReportPath {
+        flag,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // create_dir_all says only "File exists" when a file is in the way: name it.
+        if let Some(file) = parent
+            .ancestors()
+            .find(|a| a.exists())
+            .filter(|a| !a.is_dir())
+        {
+            return Err(report_err(std::io::Error::other(format!(
+                "{} is a file, not a folder",
+                file.display()
+            ))));
+        }
+        std::fs::create_dir_all(parent).map_err(report_err)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(report_err)?;
+    Ok(())
+}
+
+fn run_config(
+    settings: &Settings,
+    python: &PythonInfo,
+    cwd: PathBuf,
+    workers: usize,
+    output: &ReporterOptions,
+) -> RunConfig {
+    // Absolute, not canonical: a venv's bin/python is a symlink that must stay the venv's.
+    let python_path = if python.path.is_absolute() {
+        python.path.clone()
+    } else {
+        cwd.join(&python.path)
+    };
+    let mut config = RunConfig::new(python_path, settings.pytest_args.clone(), cwd, workers);
+    if settings.spawn {
+        config.mode = WorkerMode::Spawn;
+    }
+    config.dist = settings.dist;
+    config.timings = settings.timings.clone();
+    match &settings.timing_store {
+        TimingStoreChoice::Default => {}
+        TimingStoreChoice::Path(path) => config.timing_store = Some(path.clone()),
+        TimingStoreChoice::Disabled => config.no_timing_store = true,
+    }
+    config.junitxml = settings.junitxml.clone();
+    config.junit_prefix = settings.junit_prefix.clone();
+    config.timeout = settings.timeout;
+    config.kill_grace = settings.kill_grace;
+    config.maxfail = settings.maxfail;
+    config.color = output.color;
+    config.width = output.width;
+    // TODO(lead): RunConfig has no fields yet for settings.retry (RetrySettings), timeline,
+    // build_id, node_index/node_total and queue; they are resolved and validated here.
+    config
+}
+
+/// The reporter's options: detected from the terminal and environment as pytest does, with
+/// `--color yes|no` overriding the colour decision.
+fn reporter_options(color: ColorChoice) -> ReporterOptions {
+    let mut options = ReporterOptions::detect();
+    match color {
+        ColorChoice::Auto => {}
+        ColorChoice::Yes => options.color = true,
+        ColorChoice::No => options.color = false,
+    }
+    options
+}
+
+/// Runs the agent on a multi-thread runtime; a blocking task drains its events into the
+/// reporter so terminal writes never stall the runtime.
+fn execute(
+    config: RunConfig,
+    notes: Vec<String>,
+    output: ReporterOptions,
+) -> Result<i32, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shardex")
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async move {
+        let (tx, mut rx) = unbounded_channel();
+        for note in notes {
+            // The receiver is alive: it is dropped only after this function's end.
+            let _ = tx.send(RunEvent::Note(note));
+        }
+        let mut sink = ReportSink::new(output);
+        let drain = tokio::task::spawn_blocking(move || {
+            while let Some(event) = rx.blocking_recv() {
+                sink.handle(&event);
+            }
+            sink
+        });
+        // `execute` drops its sender when it returns, which ends the drain.
+        let result = shardex_agent::execute(config, tx).await;
+        let mut sink = drain
+            .await
+            .map_err(|err| CliError::Internal(format!("the reporter task failed: {err}")))?;
+        let summary = result?;
+        sink.finish(&summary);
+        Ok(exit_code::from_summary(&summary))
+    })
+}
+
+/// The one place `run` talks to the terminal reporter.
+struct ReportSink(Reporter);
+
+impl ReportSink {
+    fn new(options: ReporterOptions) -> Self {
+        Self(Reporter::new(options))
+    }
+
+    fn handle(&mut self, event: &RunEvent) {
+        self.0.handle(event);
+    }
+
+    fn finish(&mut self, summary: &RunSummary) {
+        self.0.finish(summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_paths_are_created_or_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("a/b/junit.xml");
+        check_writable("--junitxml", &nested).expect("creates parents");
+        assert!(nested.is_file());
+
+        std::fs::write(&nested, "<old/>").expect("write");
+        check_writable("--junitxml", &nested).expect("existing file");
+        assert_eq!(std::fs::read_to_string(&nested).expect("read"), "<old/>");
+
+        let err = check_writable("--junitxml", dir.path()).unwrap_err();
+        assert_eq!(
+            err.render(),
+            format!(
+                "shardex: error: --junitxml must be a filename, given: {}",
+                dir.path().display()
+            )
+        );
+        assert_eq!(err.exit_code(), exit_code::USAGE_ERROR);
+
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "").expect("write");
+        let err = check_writable("--timeline", &blocker.join("t.html")).unwrap_err();
+        assert!(
+            err.render().starts_with(&format!(
+                "shardex: error: cannot write --timeline {}",
+                blocker.join("t.html").display()
+            )),
+            "{}",
+            err.render()
+        );
+    }
+}
