@@ -29,11 +29,6 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run tests: takes pytest's arguments, as `pytest -n N` would
-    ///
-    /// Runs tests on a pool of pytest workers. Takes pytest's own arguments: the options below
-    /// are consumed by shardex with pytest's, pytest-xdist's and pytest-rerunfailures' spelling
-    /// and meaning; everything else (paths, -k, -m, -p, -o, -q/-v, --tb, -r, plugin options) is
-    /// passed to pytest in the workers unchanged.
     Run(Box<RunArgs>),
     // Room for `plan`, `junit`, `agent`.
 }
@@ -46,7 +41,10 @@ const SHARDEX: &str = "shardex";
 /// `shardex run [PYTEST ARGS...]`: documentation of the options shardex consumes.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Settings come from the command line, then SHARDEX_* environment variables, then \
+    after_help = "The options above are consumed by shardex with pytest's, pytest-xdist's and \
+                  pytest-rerunfailures' spelling and meaning; every other argument (paths, -k, -m, -p, \
+                  -o, -q/-v, --tb, -r, plugin options) goes to pytest in the workers unchanged.\n\
+                  Settings come from the command line, then SHARDEX_* environment variables, then \
                   [tool.shardex] in pyproject.toml (keys are the long option names), then defaults.\n\
                   Exit codes are pytest's: 0 passed, 1 tests failed, 2 interrupted, 3 internal error, \
                   4 usage error, 5 no tests collected, 7 flaky (with --fail-on-flaky).\n\
