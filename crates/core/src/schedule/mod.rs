@@ -2,5 +2,9 @@
 
 pub mod plan;
 pub mod steal;
+mod units;
+
+#[cfg(test)]
+mod proptests;
 
 pub use steal::{DistMode, SchedTest, Scheduler};

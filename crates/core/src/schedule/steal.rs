@@ -1,13 +1,34 @@
 //! The work-stealing queue: per-worker deques seeded longest-first from estimates; an idle
 //! worker takes from the tail of the deque with the most estimated time left.
 //!
-//! PLACEHOLDER implementation: the API is fixed, the internals are being written.
+//! Units (see `units.rs`) are what moves between workers: chunks of one file's consecutive
+//! tests in `Load`, whole scopes or files otherwise. Heavy units, and in `Load` the tests
+//! with no recorded time, sit in a shared pool instead: a worker that is not in the middle
+//! of a unit takes the pool's head before its own deque, so long tests start first on
+//! whichever worker is free (a wrong estimate cannot stack two on one worker) and guesses
+//! are found out while there is time to steal around them.
+//!
+//! Seeding the deques with the light units: in `Load`, the tests in collection order are cut
+//! into one contiguous range of equal estimate per worker (at most `workers - 1` files
+//! split, so module fixtures are set up about once), each range's runs of one file ordered
+//! by their longest test so the tail is short tests; in `LoadScope` and `LoadFile`, whole
+//! units by LPT (longest first onto the least-loaded deque).
+//!
+//! A thief takes whole units from the victim's tail up to half of the victim's remaining
+//! estimate, at least one; in `Load`, if the tail unit alone is more than half, it splits
+//! off the unit's tail. In `LoadScope` and `LoadFile` units are never split and a started
+//! unit is never stolen (until `push_front` or `release`).
+//!
+//! Costs: `next_for` is O(1) from the pool or the own deque and O(workers + units moved)
+//! when stealing; sums are kept incrementally in integer microseconds, so they are exact
+//! and the same input and call sequence always give the same dispatch sequence.
 
 use std::collections::VecDeque;
 
 use crate::test_id::{TestId, WorkerId};
 
 use super::plan::lpt_partition;
+use super::units::{contiguous_ranges, form_units, group_by_key, key_of, to_micros, Item, Unit};
 
 /// xdist's `--dist` modes that shardex honours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,61 +49,510 @@ pub struct SchedTest {
     pub estimate: f64,
 }
 
+#[derive(Clone, Debug, Default)]
+struct Deque {
+    units: VecDeque<Unit>,
+    micros: u64,
+    len: usize,
+}
+
+impl Deque {
+    fn push_back(&mut self, unit: Unit) {
+        self.micros += unit.micros;
+        self.len += unit.items.len();
+        self.units.push_back(unit);
+    }
+
+    fn push_front(&mut self, unit: Unit) {
+        self.micros += unit.micros;
+        self.len += unit.items.len();
+        self.units.push_front(unit);
+    }
+
+    fn pop_front(&mut self) -> Option<Unit> {
+        let unit = self.units.pop_front()?;
+        self.micros -= unit.micros;
+        self.len -= unit.items.len();
+        Some(unit)
+    }
+
+    fn pop_back(&mut self) -> Option<Unit> {
+        let unit = self.units.pop_back()?;
+        self.micros -= unit.micros;
+        self.len -= unit.items.len();
+        Some(unit)
+    }
+
+    /// The next test from the head unit; marks that unit started.
+    fn pop_test(&mut self) -> Option<Item> {
+        let unit = self.units.front_mut()?;
+        let item = unit.items.pop_front().expect("units are never empty");
+        unit.started = true;
+        unit.micros -= item.micros;
+        if unit.items.is_empty() {
+            self.units.pop_front();
+        }
+        self.micros -= item.micros;
+        self.len -= 1;
+        Some(item)
+    }
+
+    /// Whether a thief may take something: any unit in `Load`; in the other modes any unit
+    /// but a started head.
+    fn stealable(&self, mode: DistMode) -> bool {
+        match mode {
+            DistMode::Load => !self.units.is_empty(),
+            DistMode::LoadScope | DistMode::LoadFile => {
+                self.units.len() > 1 || self.units.front().is_some_and(|u| !u.started)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Scheduler {
-    deques: Vec<VecDeque<SchedTest>>,
+    mode: DistMode,
+    /// Units any free worker takes before its own deque: tests without a recorded time
+    /// (so surprises show while there is time to steal around them), then heavy units
+    /// longest first (list scheduling, robust to wrong estimates).
+    pool: Deque,
+    deques: Vec<Deque>,
+    len: usize,
+    micros: u64,
 }
 
 impl Scheduler {
     pub fn new(tests: Vec<SchedTest>, workers: usize, mode: DistMode) -> Self {
-        let _ = mode;
-        let weights: Vec<f64> = tests.iter().map(|t| t.estimate).collect();
-        let plan = lpt_partition(&weights, workers);
-        let deques = plan
-            .into_iter()
-            .map(|units| units.into_iter().map(|i| tests[i].clone()).collect())
-            .collect();
-        Self { deques }
+        Self::with_unknown(tests, workers, mode, &[])
     }
 
-    /// The next test for `worker`: the head of its deque, else stolen from the tail of the
-    /// deque with the most estimated time left. `None` once nothing is left anywhere.
-    pub fn next_for(&mut self, worker: WorkerId) -> Option<TestId> {
-        if let Some(test) = self.deques.get_mut(worker.0).and_then(VecDeque::pop_front) {
-            return Some(test.id);
+    /// Like [`Scheduler::new`], knowing which tests have no recorded time (`unknown[i]`
+    /// for `tests[i]`, e.g. `TimingStore::get(id).is_none()`; missing entries: known).
+    /// Their estimate is a guess, so they are handed out first.
+    pub fn with_unknown(
+        tests: Vec<SchedTest>,
+        workers: usize,
+        mode: DistMode,
+        unknown: &[bool],
+    ) -> Self {
+        let workers = workers.max(1);
+        let formed = form_units(tests, unknown, workers, mode);
+        let mut pool = Deque::default();
+        for unit in formed.pooled {
+            pool.push_back(unit);
         }
-        let victim = (0..self.deques.len())
-            .filter(|&w| !self.deques[w].is_empty())
-            .max_by(|&a, &b| self.remaining_of(a).total_cmp(&self.remaining_of(b)))?;
-        self.deques[victim].pop_back().map(|t| t.id)
+        let queues: Vec<VecDeque<Unit>> = match mode {
+            DistMode::Load => contiguous_ranges(formed.seeded, workers),
+            // Whole units: longest first onto the least-loaded worker.
+            DistMode::LoadScope | DistMode::LoadFile => {
+                let weights: Vec<f64> = formed.seeded.iter().map(|u| u.micros as f64).collect();
+                let plan = lpt_partition(&weights, workers);
+                let mut slots: Vec<Option<Unit>> = formed.seeded.into_iter().map(Some).collect();
+                plan.into_iter()
+                    .map(|bin| {
+                        bin.into_iter()
+                            .map(|i| slots[i].take().expect("each unit planned once"))
+                            .collect()
+                    })
+                    .collect()
+            }
+        };
+        let mut deques = Vec::with_capacity(workers);
+        for queue in queues {
+            let mut deque = Deque::default();
+            for unit in queue {
+                deque.push_back(unit);
+            }
+            deques.push(deque);
+        }
+        let len = pool.len + deques.iter().map(|d| d.len).sum::<usize>();
+        let micros = pool.micros + deques.iter().map(|d| d.micros).sum::<u64>();
+        Self {
+            mode,
+            pool,
+            deques,
+            len,
+            micros,
+        }
+    }
+
+    pub fn mode(&self) -> DistMode {
+        self.mode
+    }
+
+    /// The next test for `worker`: the rest of the unit it is in, else the pool's head,
+    /// else the head of its deque, else stolen from the tail of the deque with the most
+    /// estimated time left. `None` once nothing is left anywhere, or, in
+    /// `LoadScope`/`LoadFile`, when all that is left belongs to units other workers have
+    /// started (ask again after `push_front` or `release`; see `has_work_for`). A worker id
+    /// beyond the count given to `new` is a new worker with an empty deque.
+    pub fn next_for(&mut self, worker: WorkerId) -> Option<TestId> {
+        let w = self.slot(worker);
+        let own = &self.deques[w];
+        let in_unit = own.units.front().is_some_and(|u| u.started);
+        if !in_unit && !self.pool.units.is_empty() {
+            let unit = self.pool.pop_front().expect("pool is not empty");
+            self.deques[w].push_front(unit);
+        } else if own.len == 0 {
+            let victim = self.victim(w)?;
+            let stolen = self.take_tail(victim);
+            for unit in stolen {
+                self.deques[w].push_back(unit);
+            }
+        }
+        let item = self.deques[w].pop_test()?;
+        self.len -= 1;
+        self.micros -= item.micros;
+        Some(item.id)
     }
 
     /// Puts tests back at the front of `worker`'s deque (retracted from it, or left
-    /// unstarted by a crash), in the given order.
+    /// unstarted by a crash), in the given order. Tests of the scope or file at the head of
+    /// the deque join that unit. The head is no longer "started": until `worker` takes a
+    /// test again, another worker may steal it whole.
     pub fn push_front(&mut self, worker: WorkerId, tests: Vec<SchedTest>) {
-        let deque = &mut self.deques[worker.0];
-        for test in tests.into_iter().rev() {
-            deque.push_front(test);
+        let w = self.slot(worker);
+        self.release(worker);
+        if tests.is_empty() {
+            return;
+        }
+        let items: Vec<Item> = tests
+            .into_iter()
+            .map(|t| Item {
+                micros: to_micros(t.estimate),
+                id: t.id,
+            })
+            .collect();
+        let mode = self.mode;
+        let mut units = match mode {
+            DistMode::Load => runs_of_file(items),
+            DistMode::LoadScope | DistMode::LoadFile => group_by_key(items, mode, 0),
+        };
+        let deque = &mut self.deques[w];
+        let joins_head = match (deque.units.front(), units.last()) {
+            (Some(head), Some(last)) => head.key == last.key,
+            _ => false,
+        };
+        if joins_head {
+            let last = units.pop().expect("checked above");
+            let head = deque.units.front_mut().expect("checked above");
+            let (n, micros) = (last.items.len(), last.micros);
+            for item in last.items.into_iter().rev() {
+                head.items.push_front(item);
+            }
+            head.micros += micros;
+            head.order = last.order;
+            deque.micros += micros;
+            deque.len += n;
+            self.len += n;
+            self.micros += micros;
+        }
+        for unit in units.into_iter().rev() {
+            self.len += unit.items.len();
+            self.micros += unit.micros;
+            deque.push_front(unit);
         }
     }
 
-    /// Removes and returns everything not yet dispatched (early stop).
+    /// `worker` stopped for good or for now (crashed, disabled): the unit it had started
+    /// may be stolen whole by another worker. In `LoadScope`/`LoadFile`, call it when a
+    /// worker dies with nothing to push back, or the rest of its unit waits for that slot.
+    pub fn release(&mut self, worker: WorkerId) {
+        if let Some(head) = self
+            .deques
+            .get_mut(worker.0)
+            .and_then(|d| d.units.front_mut())
+        {
+            head.started = false;
+        }
+    }
+
+    /// Removes and returns everything not yet dispatched (early stop), worker by worker.
     pub fn drain(&mut self) -> Vec<TestId> {
-        self.deques
-            .iter_mut()
-            .flat_map(|d| d.drain(..).map(|t| t.id))
-            .collect()
+        let mut out = Vec::with_capacity(self.len);
+        for deque in std::iter::once(&mut self.pool).chain(&mut self.deques) {
+            for unit in deque.units.drain(..) {
+                out.extend(unit.items.into_iter().map(|i| i.id));
+            }
+            deque.micros = 0;
+            deque.len = 0;
+        }
+        self.len = 0;
+        self.micros = 0;
+        out
     }
 
     pub fn remaining(&self) -> usize {
-        self.deques.iter().map(VecDeque::len).sum()
+        self.len
     }
 
+    /// Estimated seconds of the tests not yet dispatched (each counted as at least 1 µs).
     pub fn remaining_estimate(&self) -> f64 {
-        (0..self.deques.len()).map(|w| self.remaining_of(w)).sum()
+        self.micros as f64 / 1e6
     }
 
-    fn remaining_of(&self, worker: usize) -> f64 {
-        self.deques[worker].iter().map(|t| t.estimate).sum()
+    /// Tests queued for `worker` right now, in dispatch order (for display and tests).
+    pub fn queued_for(&self, worker: WorkerId) -> Vec<TestId> {
+        self.deques
+            .get(worker.0)
+            .map(|d| {
+                d.units
+                    .iter()
+                    .flat_map(|u| u.items.iter().map(|i| i.id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `next_for` would give `worker` something now.
+    pub fn has_work_for(&self, worker: WorkerId) -> bool {
+        self.pool.len > 0
+            || self.deques.get(worker.0).is_some_and(|d| d.len > 0)
+            || (0..self.deques.len()).any(|v| v != worker.0 && self.deques[v].stealable(self.mode))
+    }
+
+    fn slot(&mut self, worker: WorkerId) -> usize {
+        if worker.0 >= self.deques.len() {
+            self.deques.resize_with(worker.0 + 1, Deque::default);
+        }
+        worker.0
+    }
+
+    /// The deque with the most estimated time left among those with something to steal;
+    /// ties go to the lowest index.
+    fn victim(&self, thief: usize) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (v, deque) in self.deques.iter().enumerate() {
+            if v == thief || !deque.stealable(self.mode) {
+                continue;
+            }
+            match best {
+                Some(b) if deque.micros <= self.deques[b].micros => {}
+                _ => best = Some(v),
+            }
+        }
+        best
+    }
+
+    /// Takes units from the victim's tail, up to half its remaining estimate but at least
+    /// one unit (or, in `Load`, one test of a split tail unit). In original order.
+    fn take_tail(&mut self, victim: usize) -> Vec<Unit> {
+        let mode = self.mode;
+        let deque = &mut self.deques[victim];
+        let half = deque.micros / 2;
+        let keep = match mode {
+            DistMode::Load => 0,
+            DistMode::LoadScope | DistMode::LoadFile => {
+                usize::from(deque.units.front().is_some_and(|u| u.started))
+            }
+        };
+        let mut taken: Vec<Unit> = Vec::new();
+        let mut acc: u64 = 0;
+        while deque.units.len() > keep {
+            let back = deque.units.back().expect("len > keep");
+            let whole_fits = acc + back.micros <= half;
+            let must_take = taken.is_empty() && mode != DistMode::Load;
+            if !(whole_fits || must_take) {
+                break;
+            }
+            acc += back.micros;
+            taken.push(deque.pop_back().expect("len > keep"));
+        }
+        if taken.is_empty() {
+            // Load: the tail unit alone is more than half; take its tail, at least one test.
+            let back = deque.units.back_mut().expect("victims are stealable");
+            let mut n = 0;
+            let mut sum = 0;
+            for item in back.items.iter().rev() {
+                if n > 0 && sum + item.micros > half {
+                    break;
+                }
+                n += 1;
+                sum += item.micros;
+            }
+            let unit = if n == back.items.len() {
+                deque.pop_back().expect("non-empty")
+            } else {
+                let tail = back.split_tail(n);
+                deque.micros -= tail.micros;
+                deque.len -= n;
+                tail
+            };
+            taken.push(unit);
+        }
+        taken.reverse();
+        taken
+    }
+
+    /// For tests: `next_for(worker)` returned `None` rightly.
+    #[cfg(test)]
+    pub(super) fn idle_is_justified(&self, worker: WorkerId) -> bool {
+        self.len == 0 || (self.mode != DistMode::Load && !self.has_work_for(worker))
+    }
+}
+
+/// `Load` units for pushed-back tests: runs of consecutive tests of one file.
+fn runs_of_file(items: Vec<Item>) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    for item in items {
+        match units.last_mut() {
+            Some(unit) if unit.key == key_of(DistMode::Load, &item.id) => {
+                unit.micros += item.micros;
+                unit.items.push_back(item);
+            }
+            _ => units.push(Unit::new(
+                key_of(DistMode::Load, &item.id).to_owned(),
+                0,
+                VecDeque::from([item]),
+            )),
+        }
+    }
+    units
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tests(spec: &[(&str, f64)]) -> Vec<SchedTest> {
+        spec.iter()
+            .map(|&(id, estimate)| SchedTest {
+                id: TestId::new(id),
+                estimate,
+            })
+            .collect()
+    }
+
+    fn ids(list: &[&str]) -> Vec<TestId> {
+        list.iter().map(|&s| TestId::new(s)).collect()
+    }
+
+    fn next(s: &mut Scheduler, w: usize) -> Option<String> {
+        s.next_for(WorkerId(w)).map(|id| id.as_str().to_owned())
+    }
+
+    /// `n` tests of 0.1 s in `file`.
+    fn light(file: &str, n: usize) -> Vec<SchedTest> {
+        (0..n)
+            .map(|i| SchedTest {
+                id: TestId::new(format!("{file}::t{i}")),
+                estimate: 0.1,
+            })
+            .collect()
+    }
+
+    fn names(file: &str, range: std::ops::Range<usize>) -> Vec<TestId> {
+        range
+            .map(|i| TestId::new(format!("{file}::t{i}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_worker_steals_the_tail_half() {
+        let mut s = Scheduler::new(light("a.py", 40), 1, DistMode::Load);
+        assert_eq!(s.queued_for(WorkerId(0)), names("a.py", 0..40));
+        assert!((s.remaining_estimate() - 4.0).abs() < 1e-9);
+        // gw1 was not in the plan: it splits off the last half of gw0's run, in order.
+        assert_eq!(next(&mut s, 1).as_deref(), Some("a.py::t20"));
+        assert_eq!(s.queued_for(WorkerId(1)), names("a.py", 21..40));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t0"));
+        assert_eq!(s.remaining(), 38);
+    }
+
+    #[test]
+    fn load_keeps_a_file_on_one_worker_when_balance_allows() {
+        let mut input = light("a.py", 20);
+        input.extend(light("b.py", 20));
+        let mut s = Scheduler::new(input, 2, DistMode::Load);
+        assert_eq!(s.queued_for(WorkerId(0)), names("a.py", 0..20));
+        assert_eq!(s.queued_for(WorkerId(1)), names("b.py", 0..20));
+        for i in 0..20 {
+            assert_eq!(next(&mut s, 1), Some(format!("b.py::t{i}")));
+        }
+        // gw1 is dry: it splits gw0's file rather than idle.
+        assert_eq!(next(&mut s, 1).as_deref(), Some("a.py::t10"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t0"));
+    }
+
+    #[test]
+    fn heavy_tests_are_shared_longest_first() {
+        let mut input = tests(&[("h.py::short", 3.0), ("h.py::long", 6.0)]);
+        input.extend(light("s.py", 40));
+        let mut s = Scheduler::new(input, 2, DistMode::Load);
+        assert_eq!(next(&mut s, 1).as_deref(), Some("h.py::long"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("h.py::short"));
+        assert!(next(&mut s, 0).unwrap().starts_with("s"));
+    }
+
+    #[test]
+    fn unknown_tests_go_first() {
+        let spec = [("a.py::t1", 1.0), ("a.py::t2", 1.0), ("b.py::new", 0.1)];
+        let mut s = Scheduler::with_unknown(tests(&spec), 1, DistMode::Load, &[false, false, true]);
+        assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::new"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t1"));
+    }
+
+    #[test]
+    fn scope_modes_never_steal_a_started_unit() {
+        let spec = [
+            ("a.py::t0", 1.0),
+            ("a.py::t1", 1.0),
+            ("a.py::t2", 1.0),
+            ("b.py::t0", 1.0),
+        ];
+        let mut s = Scheduler::new(tests(&spec), 2, DistMode::LoadFile);
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t0"));
+        assert_eq!(next(&mut s, 1).as_deref(), Some("b.py::t0"));
+        // Only a.py's rest is left and gw0 has started it.
+        assert_eq!(next(&mut s, 1), None);
+        assert!(!s.has_work_for(WorkerId(1)));
+        assert!(s.has_work_for(WorkerId(0)));
+        assert_eq!(s.remaining(), 2);
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t1"));
+        // gw0 died with nothing queued: a.py may move, whole.
+        s.release(WorkerId(0));
+        assert_eq!(next(&mut s, 1).as_deref(), Some("a.py::t2"));
+        assert_eq!(s.remaining(), 0);
+    }
+
+    #[test]
+    fn push_front_rejoins_the_unit() {
+        let spec = [
+            ("a.py::C::t0", 1.0),
+            ("a.py::C::t1", 1.0),
+            ("a.py::C::t2", 1.0),
+            ("b.py::t", 9.0),
+        ];
+        let mut s = Scheduler::new(tests(&spec), 1, DistMode::LoadScope);
+        assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::t"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::C::t0"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::C::t1"));
+        s.push_front(WorkerId(0), tests(&[("a.py::C::t1", 1.0)]));
+        assert_eq!(
+            s.queued_for(WorkerId(0)),
+            ids(&["a.py::C::t1", "a.py::C::t2"])
+        );
+        assert_eq!((s.remaining(), s.remaining_estimate()), (2, 2.0));
+        // Released by the push: another worker may take the whole rest.
+        assert_eq!(next(&mut s, 3).as_deref(), Some("a.py::C::t1"));
+        assert_eq!(next(&mut s, 3).as_deref(), Some("a.py::C::t2"));
+        assert_eq!(s.drain(), Vec::<TestId>::new());
+    }
+
+    #[test]
+    fn drain_and_empty() {
+        let mut s = Scheduler::new(Vec::new(), 0, DistMode::Load);
+        assert_eq!(next(&mut s, 0), None);
+        assert_eq!((s.remaining(), s.remaining_estimate()), (0, 0.0));
+        let mut s = Scheduler::new(
+            tests(&[("a.py::t", 0.0), ("b.py::t", f64::NAN)]),
+            3,
+            DistMode::Load,
+        );
+        assert_eq!(s.remaining(), 2);
+        let mut drained = s.drain();
+        drained.sort();
+        assert_eq!(drained, ids(&["a.py::t", "b.py::t"]));
+        assert_eq!(next(&mut s, 2), None);
     }
 }
