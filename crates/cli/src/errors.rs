@@ -149,10 +149,14 @@ fn render_early_exit(status: &str, stderr_tail: &str) -> String {
 /// `pytest: error: unrecognized arguments: --foo` -> `unrecognized arguments: --foo`;
 /// `ERROR: file or directory not found: x` -> `file or directory not found: x`.
 fn pytest_usage_line(stderr: &str) -> Option<&str> {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    let lines: Vec<&str> = stderr.lines().map(str::trim_end).collect();
+    // argparse's `{prog}: error: {message}`; prog is `pytest`, `python -m pytest`, ...
     let argparse = lines.iter().rev().find_map(|line| {
         let (prog, message) = line.split_once(": error: ")?;
-        (!prog.contains(' ')).then_some(message)
+        let is_prog = !prog.is_empty()
+            && !prog.starts_with(char::is_whitespace)
+            && (prog.ends_with("pytest") || !prog.contains(' '));
+        is_prog.then_some(message)
     });
     argparse.or_else(|| {
         lines.iter().rev().find_map(|line| {
@@ -194,8 +198,9 @@ mod tests {
 
     #[test]
     fn early_exit_reports_pytests_line_and_code() {
-        let argparse = "ERROR: usage: pytest [options] [file_or_dir] [file_or_dir] [...]\n\
-                        pytest: error: unrecognized arguments: --frobnicate\n  inifile: None\n  rootdir: /src\n";
+        let argparse = "rootdir: /src\n\
+                        ERROR: usage: python -m pytest [options] [file_or_dir] [file_or_dir] [...]\n\
+                        python -m pytest: error: unrecognized arguments: --frobnicate\n  inifile: None\n  rootdir: /src\n";
         let err = CliError::Agent(AgentError::EarlyExit {
             code: Some(4),
             status: "exited with code 4".into(),
