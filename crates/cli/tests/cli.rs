@@ -5,6 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+type Args = &'static [&'static str];
+type EnvPairs = &'static [(&'static str, &'static str)];
+
 struct Output {
     code: i32,
     stdout: String,
@@ -137,7 +140,7 @@ fn no_arguments_prints_help_as_a_usage_error() {
 #[test]
 fn usage_errors() {
     let sandbox = Sandbox::new();
-    let cases: &[(&str, &[&str], &[(&str, &str)])] = &[
+    let cases: &[(&str, Args, EnvPairs)] = &[
         ("unknown_subcommand", &["frobnicate"], &[]),
         ("bad_numprocesses", &["run", "-n", "many"], &[]),
         ("missing_value", &["run", "tests", "--maxfail"], &[]),
