@@ -37,6 +37,14 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Grace between SIGTERM and SIGKILL when a worker group is stopped.
     pub kill_grace: Duration,
+    /// Do not read or update the store of previous runs' timings.
+    pub no_timing_store: bool,
+    /// `-x`/`--maxfail`: stop after this many hard failures (0 = never).
+    pub maxfail: u32,
+    /// Render tracebacks with colour (the terminal shows them).
+    pub color: bool,
+    /// Terminal width for rendered tracebacks.
+    pub width: usize,
     /// Extra environment for the Python processes.
     pub env: Vec<(String, String)>,
 }
@@ -56,6 +64,10 @@ impl RunConfig {
             junit_prefix: None,
             timeout: None,
             kill_grace: Duration::from_secs(3),
+            no_timing_store: false,
+            maxfail: 0,
+            color: false,
+            width: 80,
             env: Vec::new(),
         }
     }

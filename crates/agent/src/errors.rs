@@ -19,8 +19,14 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pytest exited before it was ready (exit status {status}): {stderr_tail}")]
-    EarlyExit { status: String, stderr_tail: String },
+    /// pytest ended before it collected: a usage error (`code` 4), a missing path, a broken
+    /// conftest... `stderr_tail` is what it printed.
+    #[error("pytest {status} before collecting tests{}", if stderr_tail.is_empty() { String::new() } else { format!(":\n{stderr_tail}") })]
+    EarlyExit {
+        code: Option<i32>,
+        status: String,
+        stderr_tail: String,
+    },
     #[error("protocol error with {peer}: {reason}")]
     Protocol { peer: String, reason: String },
     #[error("the collections of the workers differ:\n{diff}")]

@@ -1,8 +1,150 @@
-//! One run: start the Python side, collect, schedule, gather results. (being written)
+//! One run: start the Python side, collect, schedule, gather results, write the report.
+//!
+//! `execute` owns all run state in one task (`Run`), driven by one channel of `Ev`s: the
+//! connection reader tasks, process-exit watchers, a tick (timeouts, kill deadlines) and
+//! signals all feed it. Nothing else mutates run state.
 
-use tokio::sync::mpsc::UnboundedSender;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::{AgentError, RunConfig, RunEvent, RunSummary};
+use nix::sys::signal::Signal;
+use shardex_core::junit::write::SyntheticCase;
+use shardex_core::junit::{JunitReport, SuiteInfo};
+use shardex_core::protocol::{
+    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, Role, SessionInfo,
+    TestDone, ToPython,
+};
+use shardex_core::schedule::{SchedTest, Scheduler};
+use shardex_core::timing::TimingStore;
+use shardex_core::{Outcome, TestId, WorkerId};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::process::Child;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::config::WorkerMode;
+use crate::plugin;
+use crate::pool::conn::{spawn_acceptor, ConnEvent, ConnId, RunDir};
+use crate::pool::process::{signal_group, signal_name, spawn_python, SpawnSpec, StderrTo};
+use crate::{AgentError, RunConfig, RunEvent, RunSummary, TestResult};
+
+/// Below this estimate a test gets a third queued test behind it (see `fill`).
+const SHORT_TEST_SECS: f64 = 0.05;
+const TICK: Duration = Duration::from_millis(50);
+/// A slot that dies this many times in a row without finishing a test is given up.
+const MAX_CONSECUTIVE_CRASHES: u32 = 5;
+const STDERR_TAIL_LINES: usize = 40;
+
+enum Ev {
+    Conn(ConnEvent),
+    /// The zygote (fork mode) or a spawned worker process ended.
+    ProcessExited {
+        owner: ProcOwner,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Signal(&'static str),
+}
+
+impl From<ConnEvent> for Ev {
+    fn from(event: ConnEvent) -> Self {
+        Ev::Conn(event)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProcOwner {
+    Zygote,
+    /// A `--spawn` worker of this slot, in its `generation`.
+    Spawned {
+        slot: usize,
+        generation: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KillReason {
+    Timeout,
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Running {
+    id: TestId,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    pid: Option<u32>,
+    tx: Option<UnboundedSender<ToPython>>,
+    conn: Option<ConnId>,
+    /// Sent to the worker, not yet started, in order.
+    queued: VecDeque<TestId>,
+    running: Option<Running>,
+    flushed: bool,
+    /// The worker process exists (forked or spawned, not yet reaped).
+    alive: bool,
+    /// Spawn mode: the worker's collection arrived and matched.
+    collected: bool,
+    /// Waiting for a fork/spawn to come up.
+    starting: bool,
+    kill: Option<(KillReason, Instant, bool)>,
+    generation: u32,
+    consecutive_crashes: u32,
+    disabled: bool,
+}
+
+impl Slot {
+    fn ready(&self) -> bool {
+        self.tx.is_some() && self.alive && self.kill.is_none() && !self.disabled
+    }
+
+    fn busy(&self) -> bool {
+        self.running.is_some() || !self.queued.is_empty()
+    }
+}
+
+struct Run {
+    config: RunConfig,
+    events: UnboundedSender<RunEvent>,
+    tx: UnboundedSender<Ev>,
+    rundir: RunDir,
+    env: Vec<(String, String)>,
+    zygote: Option<Zygote>,
+    session: Option<SessionInfo>,
+    collection: Option<Collection>,
+    items: HashMap<TestId, ItemInfo>,
+    order: HashMap<TestId, usize>,
+    estimates: HashMap<TestId, f64>,
+    scheduler: Option<Scheduler>,
+    slots: Vec<Slot>,
+    conns: HashMap<ConnId, ConnPeer>,
+    summary: RunSummary,
+    junit_collect: Vec<JunitPart>,
+    junit_tests: Vec<(usize, JunitPart)>,
+    timings: TimingStore,
+    stopping: Option<Instant>,
+    finished_dispatch: bool,
+    started: Instant,
+    zygote_stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+struct Zygote {
+    child: Option<Child>,
+    pid: u32,
+    tx: Option<UnboundedSender<ToPython>>,
+    exited: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ConnPeer {
+    Zygote,
+    Worker(usize),
+}
 
 /// Runs the tests described by `config`, sending progress to `events`. Returns when every
 /// test has a result, the run was interrupted (SIGINT/SIGTERM), or pytest failed to start.
@@ -10,6 +152,1025 @@ pub async fn execute(
     config: RunConfig,
     events: UnboundedSender<RunEvent>,
 ) -> Result<RunSummary, AgentError> {
-    let _ = (config, events);
-    Ok(RunSummary::default())
+    let rundir = RunDir::create().map_err(|source| AgentError::RunDir {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let plugin_dir =
+        plugin::install(&rundir.path.join("py")).map_err(|source| AgentError::RunDir {
+            path: rundir.path.clone(),
+            source,
+        })?;
+    let listener = UnixListener::bind(rundir.socket())?;
+    let (tx, rx) = unbounded_channel::<Ev>();
+    let acceptor = spawn_acceptor(listener, tx.clone());
+    spawn_signal_watchers(tx.clone())?;
+
+    let mut timings = TimingStore::new();
+    for source in &config.timings {
+        timings.merge_source(source)?;
+    }
+
+    let env = python_env(&config, &rundir, &plugin_dir);
+    let mut run = Run {
+        slots: (0..config.workers).map(|_| Slot::default()).collect(),
+        config,
+        events,
+        tx,
+        rundir,
+        env,
+        zygote: None,
+        session: None,
+        collection: None,
+        items: HashMap::new(),
+        order: HashMap::new(),
+        estimates: HashMap::new(),
+        scheduler: None,
+        conns: HashMap::new(),
+        summary: RunSummary::default(),
+        junit_collect: Vec::new(),
+        junit_tests: Vec::new(),
+        timings,
+        stopping: None,
+        finished_dispatch: false,
+        started: Instant::now(),
+        zygote_stderr: Arc::new(Mutex::new(VecDeque::new())),
+    };
+    let outcome = run.drive(rx).await;
+    acceptor.abort();
+    run.kill_everything().await;
+    outcome?;
+    run.finish()
+}
+
+fn python_env(
+    config: &RunConfig,
+    rundir: &RunDir,
+    plugin_dir: &std::path::Path,
+) -> Vec<(String, String)> {
+    let mut pythonpath = plugin_dir.display().to_string();
+    if let Ok(existing) = std::env::var("PYTHONPATH") {
+        if !existing.is_empty() {
+            pythonpath = format!("{pythonpath}:{existing}");
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut env = vec![
+        ("PYTHONPATH".to_owned(), pythonpath),
+        (
+            "SHARDEX_SOCKET".to_owned(),
+            rundir.socket().display().to_string(),
+        ),
+        (
+            "SHARDEX_RUNDIR".to_owned(),
+            rundir.path.display().to_string(),
+        ),
+        (
+            "SHARDEX_WORKER_COUNT".to_owned(),
+            config.workers.to_string(),
+        ),
+        (
+            "SHARDEX_TESTRUNUID".to_owned(),
+            format!("{:x}{:x}", std::process::id(), nanos),
+        ),
+        (
+            "SHARDEX_COLOR".to_owned(),
+            if config.color { "1" } else { "0" }.to_owned(),
+        ),
+        ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
+    ];
+    env.extend(config.env.iter().cloned());
+    env
+}
+
+fn spawn_signal_watchers(tx: UnboundedSender<Ev>) -> std::io::Result<()> {
+    for (kind, name) in [
+        (SignalKind::interrupt(), "KeyboardInterrupt"),
+        (SignalKind::terminate(), "SIGTERM"),
+    ] {
+        let mut stream = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(Ev::Signal(name)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Run {
+    fn emit(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn pytest_args(&self) -> Vec<String> {
+        let mut args = vec!["-p".to_owned(), plugin::MODULE_NAME.to_owned()];
+        args.extend(self.config.pytest_args.iter().cloned());
+        args
+    }
+
+    async fn drive(&mut self, mut rx: UnboundedReceiver<Ev>) -> Result<(), AgentError> {
+        match self.config.mode {
+            WorkerMode::Fork => self.start_zygote()?,
+            WorkerMode::Spawn => {
+                for slot in 0..self.slots.len() {
+                    self.spawn_worker(slot)?;
+                }
+            }
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.is_done() {
+                return Ok(());
+            }
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev)?,
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn is_done(&mut self) -> bool {
+        let Some(since) = self.stopping else {
+            return false;
+        };
+        let workers_gone = self.slots.iter().all(|s| !s.alive);
+        if workers_gone {
+            // Only now: the zygote reports its workers' exits, so it goes last.
+            if let Some(z) = self.zygote.as_mut().filter(|z| !z.exited) {
+                if let Some(tx) = z.tx.take() {
+                    let _ = tx.send(ToPython::Exit);
+                }
+            }
+        }
+        let all_gone = workers_gone && self.zygote.as_ref().is_none_or(|z| z.exited);
+        all_gone || since.elapsed() > self.config.kill_grace * 2 + Duration::from_secs(1)
+    }
+
+    fn start_zygote(&mut self) -> Result<(), AgentError> {
+        let mut env = self.env.clone();
+        env.push(("SHARDEX_MODE".to_owned(), "zygote".to_owned()));
+        let args = self.pytest_args();
+        let mut child = spawn_python(SpawnSpec {
+            python: &self.config.python,
+            args: &args,
+            cwd: &self.config.cwd,
+            env: &env,
+            stderr: StderrTo::Pipe,
+        })
+        .map_err(|source| AgentError::Spawn {
+            python: self.config.python.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(stderr) = child.stderr.take() {
+            let tail = self.zygote_stderr.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut tail = tail.lock().expect("stderr tail lock");
+                    tail.push_back(line);
+                    if tail.len() > STDERR_TAIL_LINES * 4 {
+                        tail.pop_front();
+                    }
+                }
+            });
+        }
+        self.zygote = Some(Zygote {
+            child: Some(child),
+            pid,
+            tx: None,
+            exited: false,
+        });
+        self.watch_zygote();
+        Ok(())
+    }
+
+    fn watch_zygote(&mut self) {
+        let Some(child) = self.zygote.as_mut().and_then(|z| z.child.take()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(wait_child(child, ProcOwner::Zygote, tx));
+    }
+
+    fn spawn_worker(&mut self, slot: usize) -> Result<(), AgentError> {
+        let name = WorkerId(slot).to_string();
+        let mut env = self.env.clone();
+        env.push(("SHARDEX_MODE".to_owned(), "worker".to_owned()));
+        env.push(("PYTEST_XDIST_WORKER".to_owned(), name.clone()));
+        let stderr = std::fs::File::create(self.rundir.stderr_file(&name))?;
+        let args = self.pytest_args();
+        let child = spawn_python(SpawnSpec {
+            python: &self.config.python,
+            args: &args,
+            cwd: &self.config.cwd,
+            env: &env,
+            stderr: StderrTo::File(stderr),
+        })
+        .map_err(|source| AgentError::Spawn {
+            python: self.config.python.clone(),
+            source,
+        })?;
+        let state = &mut self.slots[slot];
+        state.generation += 1;
+        state.pid = child.id();
+        state.alive = true;
+        state.starting = true;
+        state.collected = false;
+        let owner = ProcOwner::Spawned {
+            slot,
+            generation: state.generation,
+        };
+        tokio::spawn(wait_child(child, owner, self.tx.clone()));
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), AgentError> {
+        match ev {
+            Ev::Conn(ConnEvent::Opened {
+                conn,
+                role,
+                slot,
+                pid,
+                tx,
+            }) => self.on_open(conn, role, slot, pid, tx),
+            Ev::Conn(ConnEvent::Message { conn, msg }) => self.on_message(conn, msg)?,
+            Ev::Conn(ConnEvent::Closed { conn }) => {
+                if let Some(ConnPeer::Worker(slot)) = self.conns.remove(&conn) {
+                    let state = &mut self.slots[slot];
+                    if state.conn == Some(conn) {
+                        state.tx = None;
+                        state.conn = None;
+                    }
+                }
+            }
+            Ev::Conn(ConnEvent::Invalid { conn, reason }) => {
+                return Err(AgentError::Protocol {
+                    peer: format!("connection {conn}"),
+                    reason,
+                });
+            }
+            Ev::ProcessExited {
+                owner,
+                code,
+                signal,
+            } => self.on_process_exit(owner, code, signal)?,
+            Ev::Signal(name) => self.on_signal(name),
+        }
+        Ok(())
+    }
+
+    fn on_open(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        slot: Option<String>,
+        pid: u32,
+        tx: UnboundedSender<ToPython>,
+    ) {
+        match role {
+            Role::Zygote => {
+                self.conns.insert(conn, ConnPeer::Zygote);
+                if let Some(z) = self.zygote.as_mut() {
+                    z.tx = Some(tx);
+                }
+            }
+            Role::Worker => {
+                let Some(index) = slot
+                    .as_deref()
+                    .and_then(|s| s.parse::<WorkerId>().ok())
+                    .map(|w| w.0)
+                else {
+                    return;
+                };
+                let Some(state) = self.slots.get_mut(index) else {
+                    return;
+                };
+                self.conns.insert(conn, ConnPeer::Worker(index));
+                state.tx = Some(tx);
+                state.conn = Some(conn);
+                state.pid = Some(pid);
+                state.alive = true;
+                state.flushed = false;
+                if self.config.mode == WorkerMode::Fork {
+                    state.starting = false;
+                    self.fill(index);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, conn: ConnId, msg: FromPython) -> Result<(), AgentError> {
+        let peer = self.conns.get(&conn).copied();
+        match msg {
+            FromPython::Hello { .. } => {}
+            FromPython::Session(info) => {
+                if self.session.is_none() {
+                    self.emit(RunEvent::SessionStarted(info.clone()));
+                    self.session = Some(info);
+                }
+            }
+            FromPython::CollectReport(problem) => {
+                if self.collection.is_none() {
+                    self.on_collect_problem(problem);
+                }
+            }
+            FromPython::Collected(collection) => self.on_collected(peer, collection)?,
+            FromPython::Forked { slot, pid } => {
+                if let Ok(WorkerId(index)) = slot.parse::<WorkerId>() {
+                    if let Some(state) = self.slots.get_mut(index) {
+                        state.pid = Some(pid);
+                        state.alive = true;
+                    }
+                }
+            }
+            FromPython::Exited {
+                slot,
+                pid,
+                code,
+                signal,
+            } => {
+                if let Ok(WorkerId(index)) = slot.parse::<WorkerId>() {
+                    if self.slots.get(index).is_some_and(|s| s.pid == Some(pid)) {
+                        self.on_worker_death(index, code, signal);
+                    }
+                }
+            }
+            FromPython::Start { id } => {
+                if let Some(ConnPeer::Worker(slot)) = peer {
+                    let state = &mut self.slots[slot];
+                    if let Some(pos) = state.queued.iter().position(|q| q == &id) {
+                        state.queued.remove(pos);
+                    }
+                    state.running = Some(Running {
+                        id: id.clone(),
+                        started: Instant::now(),
+                    });
+                    self.emit(RunEvent::TestStarted {
+                        id,
+                        worker: WorkerId(slot),
+                    });
+                    self.fill(slot);
+                }
+            }
+            FromPython::Done(done) => {
+                if let Some(ConnPeer::Worker(slot)) = peer {
+                    self.on_done(slot, done);
+                }
+            }
+            FromPython::Retracted { ids } => {
+                if let Some(ConnPeer::Worker(slot)) = peer {
+                    self.requeue(slot, ids);
+                }
+            }
+            FromPython::Warning(warning) => {
+                // Warnings from spawn-mode collection arrive once per worker: keep the first.
+                let collecting_again = self.config.mode == WorkerMode::Spawn
+                    && self.collection.is_some()
+                    && matches!(peer, Some(ConnPeer::Worker(s)) if !self.slots[s].collected);
+                if !collecting_again {
+                    self.emit(RunEvent::Warning(warning.clone()));
+                    self.summary.warnings.push(warning);
+                }
+            }
+            FromPython::Fatal { message } => {
+                self.summary.internal_error.get_or_insert(message);
+                self.stop("internal error");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_collect_problem(&mut self, problem: CollectProblem) {
+        self.junit_collect.push(problem.junit.clone());
+        self.emit(RunEvent::CollectProblem(problem.clone()));
+        self.summary.collect_problems.push(problem);
+    }
+
+    fn on_collected(
+        &mut self,
+        peer: Option<ConnPeer>,
+        collection: Collection,
+    ) -> Result<(), AgentError> {
+        if let Some(reference) = &self.collection {
+            // A spawn-mode worker collected for itself: it must see the same tests.
+            if let Some(ConnPeer::Worker(slot)) = peer {
+                let ours: HashSet<&TestId> = reference.items.iter().map(|i| &i.id).collect();
+                let theirs: HashSet<&TestId> = collection.items.iter().map(|i| &i.id).collect();
+                if ours != theirs {
+                    return Err(AgentError::CollectionMismatch {
+                        diff: collection_diff(&ours, &theirs, slot),
+                    });
+                }
+                self.slots[slot].collected = true;
+                self.slots[slot].starting = false;
+                self.fill(slot);
+            }
+            return Ok(());
+        }
+        let interrupted = collection.errors > 0
+            && !self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.continue_on_collection_errors);
+        self.summary.collected = collection.items.len();
+        self.summary.deselected = collection.deselected;
+        let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
+        let estimates = self.timings.estimates(&ids);
+        let tests: Vec<SchedTest> = ids
+            .iter()
+            .zip(&estimates)
+            .map(|(id, &estimate)| SchedTest {
+                id: id.clone(),
+                estimate,
+            })
+            .collect();
+        let workers = self.slots.len().min(tests.len()).max(1);
+        self.emit(RunEvent::Collected {
+            total: tests.len(),
+            deselected: collection.deselected,
+            workers,
+            estimated_total: estimates.iter().sum(),
+        });
+        self.summary.workers = workers;
+        for (index, item) in collection.items.iter().enumerate() {
+            self.order.insert(item.id.clone(), index);
+            self.items.insert(item.id.clone(), item.clone());
+        }
+        self.estimates = ids.into_iter().zip(estimates).collect();
+        let unknown: Vec<bool> = tests
+            .iter()
+            .map(|t| self.timings.get(&t.id).is_none())
+            .collect();
+        self.scheduler = Some(Scheduler::with_unknown(
+            tests,
+            workers,
+            self.config.dist,
+            &unknown,
+        ));
+        // Fewer tests than workers: the extra slots are never started (or are sent away).
+        for slot in workers..self.slots.len() {
+            self.slots[slot].disabled = true;
+            if let Some(tx) = &self.slots[slot].tx {
+                let _ = tx.send(ToPython::Exit);
+            }
+        }
+        let nothing_to_run = interrupted
+            || self.summary.collected == 0
+            || self.session.as_ref().is_some_and(|s| s.collectonly);
+        self.collection = Some(collection);
+        if nothing_to_run {
+            self.finished_dispatch = true;
+            self.stop_gracefully();
+            return Ok(());
+        }
+        match self.config.mode {
+            WorkerMode::Fork => {
+                for slot in 0..workers {
+                    self.fork(slot);
+                }
+            }
+            WorkerMode::Spawn => {
+                if let Some(ConnPeer::Worker(slot)) = peer {
+                    self.slots[slot].collected = true;
+                    self.slots[slot].starting = false;
+                    self.fill(slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fork(&mut self, slot: usize) {
+        let Some(tx) = self.zygote.as_ref().and_then(|z| z.tx.clone()) else {
+            return;
+        };
+        let state = &mut self.slots[slot];
+        state.generation += 1;
+        state.starting = true;
+        state.alive = true;
+        state.pid = None;
+        let _ = tx.send(ToPython::Fork {
+            slot: WorkerId(slot).to_string(),
+        });
+    }
+
+    /// Keeps the worker's queue topped up from the scheduler.
+    fn fill(&mut self, slot: usize) {
+        if self.stopping.is_some() || self.finished_dispatch {
+            return;
+        }
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
+        let state = &mut self.slots[slot];
+        if !state.ready() || (self.config.mode == WorkerMode::Spawn && !state.collected) {
+            return;
+        }
+        let mut batch = Vec::new();
+        loop {
+            // The worker starts a test only once it knows the test after it (its nextitem),
+            // so two must be queued; a third hides the round trip behind short tests.
+            let want = match state.queued.back() {
+                _ if state.queued.len() < 2 => true,
+                Some(last) if state.queued.len() == 2 => {
+                    self.estimates.get(last).copied().unwrap_or(0.0) < SHORT_TEST_SECS
+                }
+                _ => false,
+            };
+            if !want {
+                break;
+            }
+            match scheduler.next_for(WorkerId(slot)) {
+                Some(id) => {
+                    state.queued.push_back(id.clone());
+                    batch.push(id);
+                }
+                None => break,
+            }
+        }
+        let Some(tx) = state.tx.clone() else { return };
+        if !batch.is_empty() {
+            state.flushed = false;
+            let _ = tx.send(ToPython::Run { ids: batch });
+        }
+        if !scheduler.has_work_for(WorkerId(slot)) && !state.flushed {
+            // Nothing more for this worker now: its last queued test runs with nextitem=None.
+            state.flushed = true;
+            let _ = tx.send(ToPython::Flush);
+        }
+        self.check_all_done();
+    }
+
+    fn check_all_done(&mut self) {
+        if self.finished_dispatch || self.stopping.is_some() {
+            return;
+        }
+        let Some(scheduler) = &self.scheduler else {
+            return;
+        };
+        if scheduler.remaining() > 0 || self.slots.iter().any(Slot::busy) {
+            return;
+        }
+        self.finished_dispatch = true;
+        self.stop_gracefully();
+    }
+
+    /// Every test has a result: ask the processes to exit, then wait for them.
+    fn stop_gracefully(&mut self) {
+        for state in &self.slots {
+            if let Some(tx) = &state.tx {
+                let _ = tx.send(ToPython::Exit);
+            }
+        }
+        self.stopping = Some(Instant::now());
+    }
+
+    fn requeue(&mut self, slot: usize, ids: Vec<TestId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let tests = ids
+            .into_iter()
+            .map(|id| SchedTest {
+                estimate: self.estimates.get(&id).copied().unwrap_or(0.0),
+                id,
+            })
+            .collect();
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            scheduler.push_front(WorkerId(slot), tests);
+        }
+        self.finished_dispatch = false;
+        for other in 0..self.slots.len() {
+            self.fill(other);
+        }
+    }
+
+    fn on_done(&mut self, slot: usize, done: TestDone) {
+        let state = &mut self.slots[slot];
+        if state.running.as_ref().is_some_and(|r| r.id == done.id) {
+            state.running = None;
+        }
+        state.consecutive_crashes = 0;
+        let outcome = Outcome::from_reports(&done.reports);
+        if !outcome.is_failure() || outcome == Outcome::Failed || outcome == Outcome::Error {
+            self.timings.record(done.id.clone(), done.duration);
+        }
+        let index = self.order.get(&done.id).copied().unwrap_or(usize::MAX);
+        self.junit_tests.push((index, done.junit));
+        let result = TestResult {
+            id: done.id,
+            worker: WorkerId(slot),
+            outcome,
+            duration: done.duration,
+            reports: done.reports,
+        };
+        self.emit(RunEvent::TestFinished(result.clone()));
+        self.summary.results.push(result);
+        self.fill(slot);
+    }
+
+    fn on_worker_death(&mut self, slot: usize, code: Option<i32>, signal: Option<i32>) {
+        let name = WorkerId(slot).to_string();
+        let kill = self.slots[slot].kill.take();
+        let running = self.slots[slot].running.take();
+        let queued: Vec<TestId> = self.slots[slot].queued.drain(..).collect();
+        {
+            let state = &mut self.slots[slot];
+            state.alive = false;
+            state.tx = None;
+            state.conn = None;
+            state.pid = None;
+        }
+        if let Some(running) = running {
+            let elapsed = running.started.elapsed().as_secs_f64();
+            let (outcome, message) = match kill {
+                Some((KillReason::Timeout, _, _)) => (
+                    Outcome::TimedOut,
+                    format!(
+                        "Timeout: {} ran longer than --timeout {}s; worker {name}'s process group was killed",
+                        running.id,
+                        self.config.timeout.map(|t| t.as_secs_f64()).unwrap_or_default()
+                    ),
+                ),
+                _ => (
+                    Outcome::Crashed,
+                    format!("WorkerCrashed: worker {name} {} while running {}", describe_exit(code, signal), running.id),
+                ),
+            };
+            let tail = stderr_tail(&self.rundir.stderr_file(&name));
+            self.record_synthetic(slot, running.id, outcome, message, tail, elapsed);
+            if outcome == Outcome::Crashed {
+                self.slots[slot].consecutive_crashes += 1;
+            }
+        } else if self.stopping.is_none() {
+            self.slots[slot].consecutive_crashes += 1;
+        }
+        if self.stopping.is_some() {
+            self.summary.not_run.extend(queued);
+            return;
+        }
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            // A scope this worker had started may now go to another worker.
+            scheduler.release(WorkerId(slot));
+        }
+        if self.slots[slot].consecutive_crashes >= MAX_CONSECUTIVE_CRASHES {
+            self.slots[slot].disabled = true;
+            self.emit(RunEvent::Note(format!(
+                "worker {name} crashed {MAX_CONSECUTIVE_CRASHES} times in a row; not restarting it"
+            )));
+        }
+        self.requeue(slot, queued);
+        let work_left = self.scheduler.as_ref().is_some_and(|s| s.remaining() > 0);
+        if !self.slots[slot].disabled && work_left {
+            self.emit(RunEvent::Note(format!("replacing worker {name}")));
+            match self.config.mode {
+                WorkerMode::Fork => self.fork(slot),
+                WorkerMode::Spawn => {
+                    if let Err(err) = self.spawn_worker(slot) {
+                        self.emit(RunEvent::Note(format!(
+                            "cannot restart worker {name}: {err}"
+                        )));
+                        self.slots[slot].disabled = true;
+                    }
+                }
+            }
+        }
+        if work_left && self.slots.iter().all(|s| s.disabled) {
+            self.summary
+                .internal_error
+                .get_or_insert_with(|| "every worker crashed repeatedly; giving up".into());
+            self.stop("no workers left");
+        }
+        self.check_all_done();
+    }
+
+    fn record_synthetic(
+        &mut self,
+        slot: usize,
+        id: TestId,
+        outcome: Outcome,
+        message: String,
+        tail: String,
+        elapsed: f64,
+    ) {
+        let item = self.items.get(&id);
+        let file = item
+            .map(|i| i.file.clone())
+            .unwrap_or_else(|| id.file().to_owned());
+        let line = item.and_then(|i| i.line);
+        let text = if tail.is_empty() {
+            message.clone()
+        } else {
+            format!("{message}\n\nworker stderr (last lines):\n{tail}")
+        };
+        let junit = SyntheticCase {
+            nodeid: id.as_str(),
+            file: &file,
+            line,
+            time: elapsed,
+            element: "failure",
+            message: &message,
+            text: &text,
+        }
+        .to_part();
+        let index = self.order.get(&id).copied().unwrap_or(usize::MAX);
+        self.junit_tests.push((index, junit));
+        let head_line = shardex_core::junit::mangle_test_address(id.as_str())[1..].join(".");
+        let report = PhaseReport {
+            when: "call".into(),
+            outcome: "failed".into(),
+            category: "failed".into(),
+            letter: "F".into(),
+            word: "FAILED".into(),
+            duration: elapsed,
+            longrepr: Some(format!("{text}\n")),
+            head_line: Some(head_line),
+            crash_message: Some(message.clone()),
+            crash_line: Some(format!("{file}: {message}")),
+            skip: None,
+            wasxfail: None,
+        };
+        let result = TestResult {
+            id,
+            worker: WorkerId(slot),
+            outcome,
+            duration: elapsed,
+            reports: vec![report],
+        };
+        self.emit(RunEvent::TestFinished(result.clone()));
+        self.summary.results.push(result);
+    }
+
+    fn on_process_exit(
+        &mut self,
+        owner: ProcOwner,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<(), AgentError> {
+        match owner {
+            ProcOwner::Zygote => {
+                if let Some(z) = self.zygote.as_mut() {
+                    z.exited = true;
+                    z.tx = None;
+                }
+                if self.collection.is_none() && self.stopping.is_none() {
+                    let tail: Vec<String> = self
+                        .zygote_stderr
+                        .lock()
+                        .expect("stderr tail lock")
+                        .iter()
+                        .cloned()
+                        .collect();
+                    return Err(AgentError::EarlyExit {
+                        code,
+                        status: describe_exit(code, signal),
+                        stderr_tail: tail.join("\n"),
+                    });
+                }
+                if self.stopping.is_none() {
+                    // Without the zygote no worker can be replaced; finish what is running.
+                    self.summary.internal_error.get_or_insert_with(|| {
+                        format!("the pytest zygote process {}", describe_exit(code, signal))
+                    });
+                    self.stop("zygote died");
+                }
+            }
+            ProcOwner::Spawned { slot, generation } => {
+                if self.slots[slot].generation != generation {
+                    return Ok(());
+                }
+                if self.collection.is_none() && self.stopping.is_none() {
+                    let tail = stderr_tail(&self.rundir.stderr_file(&WorkerId(slot).to_string()));
+                    return Err(AgentError::EarlyExit {
+                        code,
+                        status: describe_exit(code, signal),
+                        stderr_tail: tail,
+                    });
+                }
+                self.on_worker_death(slot, code, signal);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_signal(&mut self, name: &'static str) {
+        if self.stopping.is_some() {
+            // Second signal: no more grace.
+            self.kill_all(Signal::SIGKILL);
+            self.stopping = Some(Instant::now() - self.config.kill_grace * 3);
+            return;
+        }
+        self.summary.interrupted = Some(name.to_owned());
+        self.stop(name);
+    }
+
+    /// Stops dispatch at once; what never ran is recorded as not run; running tests' groups
+    /// get SIGTERM now and SIGKILL after the grace.
+    fn stop(&mut self, _why: &str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            self.summary.not_run.extend(scheduler.drain());
+        }
+        let now = Instant::now();
+        for state in &mut self.slots {
+            self.summary.not_run.extend(state.queued.drain(..));
+            if let Some(running) = state.running.take() {
+                self.summary.not_run.push(running.id);
+            }
+            if let Some(pid) = state.pid.filter(|_| state.alive) {
+                signal_group(pid, Signal::SIGTERM);
+                state.kill = Some((KillReason::Shutdown, now, false));
+            }
+        }
+        self.stopping = Some(now);
+    }
+
+    fn kill_all(&mut self, sig: Signal) {
+        for state in &self.slots {
+            if let Some(pid) = state.pid.filter(|_| state.alive) {
+                signal_group(pid, sig);
+            }
+        }
+        if let Some(z) = &self.zygote {
+            if !z.exited {
+                signal_group(z.pid, sig);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let grace = self.config.kill_grace;
+        if let Some(timeout) = self.config.timeout {
+            for state in &mut self.slots {
+                let overdue = state
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| now.duration_since(r.started) > timeout);
+                if overdue && state.kill.is_none() {
+                    if let Some(pid) = state.pid {
+                        signal_group(pid, Signal::SIGTERM);
+                        state.kill = Some((KillReason::Timeout, now, false));
+                    }
+                }
+            }
+        }
+        for state in &mut self.slots {
+            if let Some((reason, since, false)) = state.kill {
+                if now.duration_since(since) > grace {
+                    if let Some(pid) = state.pid {
+                        signal_group(pid, Signal::SIGKILL);
+                    }
+                    state.kill = Some((reason, since, true));
+                }
+            }
+        }
+        if let Some(since) = self.stopping {
+            if now.duration_since(since) > grace {
+                for state in &self.slots {
+                    if let Some(pid) = state.pid.filter(|_| state.alive) {
+                        signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+            if now.duration_since(since) > grace * 2 {
+                self.kill_all(Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Last resort at the end of a run: no process of ours may survive it.
+    async fn kill_everything(&mut self) {
+        self.kill_all(Signal::SIGKILL);
+        // Let the exit watchers reap what was just killed.
+        tokio::task::yield_now().await;
+    }
+
+    fn finish(mut self) -> Result<RunSummary, AgentError> {
+        self.summary.session = self.session.clone();
+        self.summary.wall = self.started.elapsed();
+        if let Some(path) = self.config.junitxml.clone() {
+            self.write_junit(&path)?;
+        }
+        self.save_timings();
+        Ok(self.summary)
+    }
+
+    fn write_junit(&mut self, path: &PathBuf) -> Result<(), AgentError> {
+        let session = self.session.clone().unwrap_or_default();
+        self.junit_tests.sort_by_key(|(index, _)| *index);
+        let mut cases = std::mem::take(&mut self.junit_collect);
+        cases.extend(self.junit_tests.drain(..).map(|(_, part)| part));
+        let report = JunitReport {
+            suite: SuiteInfo {
+                name: if session.suite_name.is_empty() {
+                    "pytest".into()
+                } else {
+                    session.suite_name
+                },
+                hostname: session.hostname,
+                timestamp: session.timestamp,
+                time: self.summary.wall.as_secs_f64(),
+            },
+            cases,
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            report.write_to(&mut out)?;
+            std::io::Write::flush(&mut out)
+        };
+        write().map_err(|source| AgentError::Report {
+            path: path.clone(),
+            source,
+        })
+    }
+
+    fn save_timings(&mut self) {
+        let Some(path) = self.timing_store_path() else {
+            return;
+        };
+        let mut store = TimingStore::load_store(&path).unwrap_or_default();
+        for result in &self.summary.results {
+            if let Some(secs) = self.timings.get(&result.id) {
+                store.record(result.id.clone(), secs);
+            }
+        }
+        if let Err(err) = store.save_store(&path) {
+            tracing::warn!("cannot save timings to {}: {err}", path.display());
+        }
+    }
+
+    fn timing_store_path(&self) -> Option<PathBuf> {
+        if self.config.no_timing_store {
+            return None;
+        }
+        if let Some(path) = &self.config.timing_store {
+            return Some(path.clone());
+        }
+        let rootdir = self.session.as_ref().map(|s| PathBuf::from(&s.rootdir))?;
+        Some(rootdir.join(".shardex").join("timings.json"))
+    }
+}
+
+async fn wait_child(mut child: Child, owner: ProcOwner, tx: UnboundedSender<Ev>) {
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match child.wait().await {
+        Ok(status) => (status.code(), status.signal()),
+        Err(_) => (None, None),
+    };
+    let _ = tx.send(Ev::ProcessExited {
+        owner,
+        code,
+        signal,
+    });
+}
+
+fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+fn stderr_tail(path: &std::path::Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
+}
+
+fn collection_diff(reference: &HashSet<&TestId>, theirs: &HashSet<&TestId>, slot: usize) -> String {
+    let mut only_ref: Vec<_> = reference
+        .difference(theirs)
+        .map(|id| format!("- {id}"))
+        .collect();
+    let mut only_theirs: Vec<_> = theirs
+        .difference(reference)
+        .map(|id| format!("+ {id}"))
+        .collect();
+    only_ref.sort();
+    only_theirs.sort();
+    let mut lines = vec![format!("--- first worker\n+++ gw{slot}")];
+    lines.extend(only_ref.into_iter().take(20));
+    lines.extend(only_theirs.into_iter().take(20));
+    lines.join("\n")
 }

@@ -256,6 +256,10 @@ class ShardexPlugin:
         self.config.option.maxfail = 0
         self._mute_terminal()
         self.junit = JunitRecorder(self.config)
+        if role == "worker":
+            # --spawn: workers collect for themselves; give each its own basetemp (as
+            # xdist's popen-gwN) so numbered-dir clean-up never removes a sibling's.
+            _set_worker_basetemp(self.config, slot or "gw0", self.config.option.basetemp or _spawn_basetemp_root())
 
     def _mute_terminal(self) -> None:
         # The agent renders the terminal output; pytest's own reporter in these processes
@@ -434,12 +438,29 @@ class ShardexPlugin:
             capman.start_global_capturing()
             capman.suspend_global_capture()
         # Each worker gets its own basetemp under the run's, as xdist does (popen-gwN).
-        factory = getattr(config, "_tmp_path_factory", None)
-        if factory is not None and _ZYGOTE_BASETEMP is not None:
-            from _pytest.tmpdir import TempPathFactory
+        if _ZYGOTE_BASETEMP is not None:
+            _set_worker_basetemp(config, slot, _ZYGOTE_BASETEMP)
 
-            config.option.basetemp = os.path.join(_ZYGOTE_BASETEMP, f"popen-{slot}")
-            config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+
+def _spawn_basetemp_root() -> str:
+    import getpass
+    import tempfile
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return os.path.join(tempfile.gettempdir(), f"pytest-of-{user}", f"shardex-{_TESTRUNUID or os.getpid()}")
+
+
+def _set_worker_basetemp(config, slot: str, root: str) -> None:
+    if getattr(config, "_tmp_path_factory", None) is None:
+        return
+    from _pytest.tmpdir import TempPathFactory
+
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    config.option.basetemp = os.path.join(root, f"popen-{slot}")
+    config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
 
 
 _ZYGOTE_BASETEMP: str | None = None

@@ -1,1 +1,156 @@
-//! placeholder
+//! Connections from Python processes: accept, check the hello, then translate lines into
+//! `ConnEvent`s for the run loop. Reader tasks never touch run state.
+
+use std::path::PathBuf;
+
+use shardex_core::protocol::{FromPython, Role, ToPython, PROTOCOL_VERSION};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+pub type ConnId = u64;
+
+#[derive(Debug)]
+pub enum ConnEvent {
+    Opened {
+        conn: ConnId,
+        role: Role,
+        slot: Option<String>,
+        pid: u32,
+        tx: UnboundedSender<ToPython>,
+    },
+    Message {
+        conn: ConnId,
+        msg: FromPython,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    /// A peer spoke something we cannot read: the run reports it as an internal error.
+    Invalid {
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+/// Accepts connections until the listener is dropped; each gets a reader and a writer task.
+pub fn spawn_acceptor<E>(
+    listener: UnixListener,
+    events: UnboundedSender<E>,
+) -> tokio::task::JoinHandle<()>
+where
+    E: From<ConnEvent> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut next_id: ConnId = 0;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            next_id += 1;
+            let conn = next_id;
+            let events = events.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let hello = match lines.next_line().await {
+                    Ok(Some(line)) => serde_json::from_str::<FromPython>(&line),
+                    _ => return,
+                };
+                let (role, slot, pid) = match hello {
+                    Ok(FromPython::Hello { v, role, slot, pid }) if v == PROTOCOL_VERSION => {
+                        (role, slot, pid)
+                    }
+                    Ok(FromPython::Hello { v, .. }) => {
+                        let reason =
+                            format!("plugin speaks protocol {v}, agent {PROTOCOL_VERSION}");
+                        let _ = events.send(ConnEvent::Invalid { conn, reason }.into());
+                        return;
+                    }
+                    other => {
+                        let reason = format!("expected hello, got {other:?}");
+                        let _ = events.send(ConnEvent::Invalid { conn, reason }.into());
+                        return;
+                    }
+                };
+                let (tx, mut rx) = unbounded_channel::<ToPython>();
+                tokio::spawn(async move {
+                    while let Some(msg) = rx.recv().await {
+                        let mut line = serde_json::to_vec(&msg).expect("protocol types serialize");
+                        line.push(b'\n');
+                        if write.write_all(&line).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                if events
+                    .send(
+                        ConnEvent::Opened {
+                            conn,
+                            role,
+                            slot,
+                            pid,
+                            tx,
+                        }
+                        .into(),
+                    )
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(line)) => {
+                            let event = match serde_json::from_str::<FromPython>(&line) {
+                                Ok(msg) => ConnEvent::Message { conn, msg },
+                                Err(err) => ConnEvent::Invalid {
+                                    conn,
+                                    reason: format!("{err}: {line:.200}"),
+                                },
+                            };
+                            if events.send(event.into()).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) | Err(_) => {
+                            let _ = events.send(ConnEvent::Closed { conn }.into());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A private folder for one run (socket, per-worker stderr files, the plugin); removed on drop.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn create() -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Short: a Unix socket path must fit in 108 bytes.
+        let path = std::env::temp_dir().join(format!("shardex-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("agent.sock")
+    }
+
+    pub fn stderr_file(&self, slot: &str) -> PathBuf {
+        self.path.join(format!("{slot}.err"))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
