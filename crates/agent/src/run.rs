@@ -1062,6 +1062,11 @@ impl Run {
 
     fn finish(mut self) -> Result<RunSummary, AgentError> {
         self.summary.session = self.session.clone();
+        // Deterministic output: results in collection order, not completion order.
+        let order = &self.order;
+        self.summary
+            .results
+            .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
         self.summary.wall = self.started.elapsed();
         if let Some(path) = self.config.junitxml.clone() {
             self.write_junit(&path)?;

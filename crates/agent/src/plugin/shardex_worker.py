@@ -125,10 +125,24 @@ def _render_summary(config, rep) -> str:
 
 
 def _crash_message(rep):
+    # As pytest's _get_line_with_reprcrash_message picks it.
+    if isinstance(rep.longrepr, str):
+        return rep.longrepr
     try:
         return rep.longrepr.reprcrash.message
     except AttributeError:
         return None
+
+
+def _relpath(config, path) -> str:
+    from pathlib import Path
+
+    from _pytest.pathlib import bestrelpath
+
+    try:
+        return bestrelpath(config.invocation_params.dir, Path(path))
+    except Exception:
+        return str(path)
 
 
 def _crash_line(rep) -> str:
@@ -141,15 +155,25 @@ def _crash_line(rep) -> str:
             return ""
 
 
-def _skip_info(rep):
+def _skip_info(config, rep):
     """(path, line, reason) as pytest's short summary folds skips; line 0 = no line."""
     if not rep.skipped or not isinstance(rep.longrepr, tuple) or len(rep.longrepr) != 3:
         return None
     path, lineno, reason = rep.longrepr
     keywords = getattr(rep, "keywords", {}) or {}
-    if rep.when == "setup" and "skip" in keywords and "pytestmark" not in keywords:
+    if getattr(rep, "when", None) == "setup" and "skip" in keywords and "pytestmark" not in keywords:
         lineno = 0
-    return [str(path), int(lineno or 0), str(reason)]
+    return [_relpath(config, path), int(lineno or 0), str(reason)]
+
+
+def _collect_message(config, report) -> str:
+    """`path:line: reason` for a collection skip; empty for an error (pytest's short
+    summary shows a bare `ERROR path` for those)."""
+    skip = _skip_info(config, report)
+    if skip is None:
+        return ""
+    path, lineno, reason = skip
+    return f"{path}:{lineno}: {reason}" if lineno else f"{path}: {reason}"
 
 
 def _phase_report(config, rep) -> dict:
@@ -167,7 +191,7 @@ def _phase_report(config, rep) -> dict:
         out["head_line"] = rep.head_line or "test session"
         out["crash_message"] = _crash_message(rep)
         out["crash_line"] = _crash_line(rep)
-    skip = _skip_info(rep)
+    skip = _skip_info(config, rep)
     if skip is not None:
         out["skip"] = skip
     wasxfail = getattr(rep, "wasxfail", None)
@@ -328,7 +352,7 @@ class ShardexPlugin:
                 "nodeid": report.nodeid,
                 "outcome": report.outcome,
                 "longrepr": _render_summary(self.config, report) if report.failed else str(report.longrepr),
-                "message": _crash_line(report),
+                "message": _collect_message(self.config, report),
                 "junit": part,
             }
         )
