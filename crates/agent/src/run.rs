@@ -14,7 +14,7 @@ use shardex_core::junit::write::SyntheticCase;
 use shardex_core::junit::{JunitReport, SuiteInfo};
 use shardex_core::protocol::{
     CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, Role, SessionInfo,
-    TestDone, ToPython,
+    TestDone, ToPython, WarningReport,
 };
 use shardex_core::schedule::{SchedTest, Scheduler};
 use shardex_core::timing::TimingStore;
@@ -123,6 +123,8 @@ struct Run {
     scheduler: Option<Scheduler>,
     slots: Vec<Slot>,
     conns: HashMap<ConnId, ConnPeer>,
+    /// What each process reported while it collected, kept until its collection arrives.
+    collecting: HashMap<ConnId, Collecting>,
     summary: RunSummary,
     junit_collect: Vec<JunitPart>,
     junit_tests: Vec<(usize, JunitPart)>,
@@ -131,6 +133,12 @@ struct Run {
     finished_dispatch: bool,
     started: Instant,
     zygote_stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+#[derive(Default)]
+struct Collecting {
+    problems: Vec<CollectProblem>,
+    warnings: Vec<WarningReport>,
 }
 
 struct Zygote {
@@ -187,6 +195,7 @@ pub async fn execute(
         estimates: HashMap::new(),
         scheduler: None,
         conns: HashMap::new(),
+        collecting: HashMap::new(),
         summary: RunSummary::default(),
         junit_collect: Vec::new(),
         junit_tests: Vec::new(),
@@ -482,11 +491,29 @@ impl Run {
                 }
             }
             FromPython::CollectReport(problem) => {
-                if self.collection.is_none() {
-                    self.on_collect_problem(problem);
+                if self.is_collecting(peer) {
+                    self.collecting
+                        .entry(conn)
+                        .or_default()
+                        .problems
+                        .push(problem);
                 }
             }
-            FromPython::Collected(collection) => self.on_collected(peer, collection)?,
+            FromPython::Collected(collection) => {
+                // The first collection to arrive is the reference; what its process
+                // reported while collecting counts once. Others (--spawn) only compare.
+                let pending = self.collecting.remove(&conn).unwrap_or_default();
+                if self.collection.is_none() {
+                    for problem in pending.problems {
+                        self.on_collect_problem(problem);
+                    }
+                    for warning in pending.warnings {
+                        self.emit(RunEvent::Warning(warning.clone()));
+                        self.summary.warnings.push(warning);
+                    }
+                }
+                self.on_collected(peer, collection)?
+            }
             FromPython::Forked { slot, pid } => {
                 if let Ok(WorkerId(index)) = slot.parse::<WorkerId>() {
                     if let Some(state) = self.slots.get_mut(index) {
@@ -535,11 +562,13 @@ impl Run {
                 }
             }
             FromPython::Warning(warning) => {
-                // Warnings from spawn-mode collection arrive once per worker: keep the first.
-                let collecting_again = self.config.mode == WorkerMode::Spawn
-                    && self.collection.is_some()
-                    && matches!(peer, Some(ConnPeer::Worker(s)) if !self.slots[s].collected);
-                if !collecting_again {
+                if self.is_collecting(peer) {
+                    self.collecting
+                        .entry(conn)
+                        .or_default()
+                        .warnings
+                        .push(warning);
+                } else {
                     self.emit(RunEvent::Warning(warning.clone()));
                     self.summary.warnings.push(warning);
                 }
@@ -550,6 +579,16 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// Whether `peer` has not sent its collection yet.
+    fn is_collecting(&self, peer: Option<ConnPeer>) -> bool {
+        match peer {
+            Some(ConnPeer::Zygote) | None => self.collection.is_none(),
+            Some(ConnPeer::Worker(slot)) => {
+                self.config.mode == WorkerMode::Spawn && !self.slots[slot].collected
+            }
+        }
     }
 
     fn on_collect_problem(&mut self, problem: CollectProblem) {
@@ -809,7 +848,7 @@ impl Run {
                     format!("WorkerCrashed: worker {name} {} while running {}", describe_exit(code, signal), running.id),
                 ),
             };
-            let tail = stderr_tail(&self.rundir.stderr_file(&name));
+            let tail = self.crash_output(&name);
             self.record_synthetic(slot, running.id, outcome, message, tail, elapsed);
             if outcome == Outcome::Crashed {
                 self.slots[slot].consecutive_crashes += 1;
@@ -873,7 +912,7 @@ impl Run {
         let text = if tail.is_empty() {
             message.clone()
         } else {
-            format!("{message}\n\nworker stderr (last lines):\n{tail}")
+            format!("{message}\n\n{tail}")
         };
         let junit = SyntheticCase {
             nodeid: id.as_str(),
@@ -911,6 +950,32 @@ impl Run {
         };
         self.emit(RunEvent::TestFinished(result.clone()));
         self.summary.results.push(result);
+    }
+
+    /// What a dead worker left: the test's captured output so far (pytest's capture files,
+    /// which the plugin puts in the run folder) and the tail of the worker's own stderr
+    /// (faulthandler's traceback on a segfault).
+    fn crash_output(&self, slot: &str) -> String {
+        let mut sections = Vec::new();
+        for (index, stream) in [(0, "stdout"), (1, "stderr")] {
+            let path = self.rundir.path.join(format!("{slot}.capture{index}"));
+            let text = std::fs::read(&path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if !text.trim().is_empty() {
+                sections.push(format!(
+                    "----- captured {stream} before the worker died -----\n{}",
+                    text.trim_end()
+                ));
+            }
+        }
+        let tail = stderr_tail(&self.rundir.stderr_file(slot));
+        if !tail.trim().is_empty() {
+            sections.push(format!(
+                "----- worker {slot} stderr (last lines) -----\n{tail}"
+            ));
+        }
+        sections.join("\n")
     }
 
     fn on_process_exit(
@@ -1150,7 +1215,7 @@ async fn wait_child(mut child: Child, owner: ProcOwner, tx: UnboundedSender<Ev>)
 fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
     match (code, signal) {
         (_, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
-        (Some(code), None) => format!("exited with code {code}"),
+        (Some(code), None) => format!("exited (exit code {code})"),
         (None, None) => "ended".to_owned(),
     }
 }

@@ -166,7 +166,7 @@ fn a_crash_fails_only_its_test_and_the_slot_is_replaced() {
         .crash_message
         .as_deref()
         .unwrap()
-        .contains("exited with code 3"));
+        .contains("exit code 3"));
 }
 
 #[test]

@@ -281,6 +281,10 @@ class ShardexPlugin:
         self._mute_terminal()
         self.junit = JunitRecorder(self.config)
         if role == "worker":
+            capman = self.config.pluginmanager.getplugin("capturemanager")
+            if capman is not None and capman.is_globally_capturing():
+                capman.stop_global_capturing()
+                _restart_capture_into_rundir(capman, slot or "gw0")
             # --spawn: workers collect for themselves; give each its own basetemp (as
             # xdist's popen-gwN) so numbered-dir clean-up never removes a sibling's.
             _set_worker_basetemp(self.config, slot or "gw0", self.config.option.basetemp or _spawn_basetemp_root())
@@ -458,12 +462,35 @@ class ShardexPlugin:
             faulthandler.enable(file=self._fault_fd, all_threads=True)
         except Exception:
             pass
-        if capman is not None:
-            capman.start_global_capturing()
-            capman.suspend_global_capture()
+        _restart_capture_into_rundir(capman, slot)
         # Each worker gets its own basetemp under the run's, as xdist does (popen-gwN).
         if _ZYGOTE_BASETEMP is not None:
             _set_worker_basetemp(config, slot, _ZYGOTE_BASETEMP)
+
+
+def _restart_capture_into_rundir(capman, slot: str) -> None:
+    """Starts pytest's global capture again on named files in the run folder (pytest uses
+    anonymous temp files): if the worker dies mid-test, the agent reads what the test
+    printed before it died from there."""
+    if capman is None:
+        return
+    import _pytest.capture as capture_module
+
+    counter = iter(range(1_000_000))
+
+    def named_tempfile(*args, **kwargs):
+        if not _RUNDIR:
+            return original(*args, **kwargs)
+        path = os.path.join(_RUNDIR, f"{slot}.capture{next(counter)}")
+        return open(path, "w+b", buffering=0)
+
+    original = capture_module.TemporaryFile
+    capture_module.TemporaryFile = named_tempfile
+    try:
+        capman.start_global_capturing()
+    finally:
+        capture_module.TemporaryFile = original
+    capman.suspend_global_capture()
 
 
 def _spawn_basetemp_root() -> str:
