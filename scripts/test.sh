@@ -47,7 +47,7 @@ step() {
 
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test" cargo test --workspace
+step "cargo test" cargo test --workspace --no-fail-fast
 
 if ((${#failed[@]})); then
     log "FAILED: ${failed[*]}"

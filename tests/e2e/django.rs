@@ -73,6 +73,32 @@ fn worker_dbs() -> BTreeMap<String, String> {
     .collect()
 }
 
+/// What the database server looked like: for failure messages (e.g. someone else using the same
+/// test DBs concurrently, or two workers sharing one DB).
+fn diagnostics(names_dir: &std::path::Path) -> String {
+    let dbs = sql(&["SELECT datname, oid FROM pg_database WHERE datname LIKE 'test_%' ORDER BY 1"]);
+    let activity = sql(&[
+        "SELECT pid, datname, usename, client_port, state, left(query, 80) \
+         FROM pg_stat_activity WHERE datname IS NOT NULL AND pid <> pg_backend_pid()",
+    ]);
+    let mut recorded = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(names_dir) {
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            recorded.push(format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
+    recorded.sort();
+    format!(
+        "--- test databases now: {dbs:?}\n--- other sessions: {activity:?}\n--- DB names recorded by tests (file: db worker pid):\n  {}",
+        recorded.join("\n  ")
+    )
+}
+
 fn assert_all_passed(run: &RunOutput) {
     run.assert_code(0);
     let summary = run.summary();
@@ -135,6 +161,13 @@ fn reuse_db_per_worker_databases() {
         )
         .env("SHARDEX_DBNAME_DIR", &names_dir)
         .run();
+        if run.code() != Some(0) {
+            panic!(
+                "django run {round} failed\n{}\n{}",
+                diagnostics(&names_dir),
+                run.describe()
+            );
+        }
         assert_all_passed(&run);
         let dbs = worker_dbs();
         let expected: Vec<String> = vec![format!("{prefix}0"), format!("{prefix}1")];
