@@ -8,6 +8,7 @@ pub mod pool;
 pub mod python;
 pub mod run;
 pub mod sizing;
+pub mod stats;
 
 pub use config::{RunConfig, WorkerMode};
 pub use errors::AgentError;

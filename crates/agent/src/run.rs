@@ -31,8 +31,10 @@ use crate::pool::conn::{spawn_acceptor, ConnEvent, ConnId, RunDir};
 use crate::pool::process::{signal_group, signal_name, spawn_python, SpawnSpec, StderrTo};
 use crate::{AgentError, RunConfig, RunEvent, RunSummary, TestResult};
 
-/// Below this estimate a test gets a third queued test behind it (see `fill`).
-const SHORT_TEST_SECS: f64 = 0.05;
+/// Estimated seconds of short tests kept queued at a worker beyond its nextitem (see `fill`).
+const PREFETCH_SECS: f64 = 0.025;
+/// At most this many tests sent to one worker ahead of time (running one included).
+const MAX_PREFETCH: usize = 16;
 const TICK: Duration = Duration::from_millis(50);
 /// A slot that dies this many times in a row without finishing a test is given up.
 const MAX_CONSECUTIVE_CRASHES: u32 = 5;
@@ -250,6 +252,10 @@ fn python_env(
             if config.color { "1" } else { "0" }.to_owned(),
         ),
         ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
+        (
+            "SHARDEX_JUNIT".to_owned(),
+            if config.junitxml.is_some() { "1" } else { "0" }.to_owned(),
+        ),
     ];
     env.extend(config.env.iter().cloned());
     env
@@ -534,23 +540,9 @@ impl Run {
                     }
                 }
             }
-            FromPython::Start { id } => {
-                if let Some(ConnPeer::Worker(slot)) = peer {
-                    let state = &mut self.slots[slot];
-                    if let Some(pos) = state.queued.iter().position(|q| q == &id) {
-                        state.queued.remove(pos);
-                    }
-                    state.running = Some(Running {
-                        id: id.clone(),
-                        started: Instant::now(),
-                    });
-                    self.emit(RunEvent::TestStarted {
-                        id,
-                        worker: WorkerId(slot),
-                    });
-                    self.fill(slot);
-                }
-            }
+            // Workers run their queue in order, so the agent knows which test runs (see
+            // `promote`); an explicit start needs nothing more.
+            FromPython::Start { .. } => {}
             FromPython::Done(done) => {
                 if let Some(ConnPeer::Worker(slot)) = peer {
                     self.on_done(slot, done);
@@ -623,6 +615,7 @@ impl Run {
                 .session
                 .as_ref()
                 .is_some_and(|s| s.continue_on_collection_errors);
+        self.load_timing_store();
         self.summary.collected = collection.items.len();
         self.summary.deselected = collection.deselected;
         let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
@@ -718,19 +711,22 @@ impl Run {
             return;
         }
         let mut batch = Vec::new();
-        loop {
-            // The worker starts a test only once it knows the test after it (its nextitem),
-            // so two must be queued; a third hides the round trip behind short tests.
-            let want = match state.queued.back() {
-                _ if state.queued.len() < 2 => true,
-                Some(last) if state.queued.len() == 2 => {
-                    self.estimates.get(last).copied().unwrap_or(0.0) < SHORT_TEST_SECS
-                }
-                _ => false,
-            };
-            if !want {
-                break;
-            }
+        // The worker starts a test only once it knows the test after it (its nextitem), so
+        // one must be queued behind the running test. Short tests get more, sent in one
+        // message, so the worker never waits for a round trip and messages stay few.
+        let prefetched = |queued: &VecDeque<TestId>| -> f64 {
+            queued
+                .iter()
+                .map(|id| self.estimates.get(id).copied().unwrap_or(0.0))
+                .sum()
+        };
+        let have = |state: &Slot| state.queued.len() + usize::from(state.running.is_some());
+        let refill = have(state) < 2
+            || (have(state) < MAX_PREFETCH / 2 && prefetched(&state.queued) < PREFETCH_SECS / 2.0);
+        while refill
+            && (have(state) < 2
+                || (have(state) < MAX_PREFETCH && prefetched(&state.queued) < PREFETCH_SECS))
+        {
             match scheduler.next_for(WorkerId(slot)) {
                 Some(id) => {
                     state.queued.push_back(id.clone());
@@ -743,7 +739,12 @@ impl Run {
         if !batch.is_empty() {
             state.flushed = false;
             let _ = tx.send(ToPython::Run { ids: batch });
+            self.promote(slot);
         }
+        let state = &mut self.slots[slot];
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
         if !scheduler.has_work_for(WorkerId(slot)) && !state.flushed {
             // Nothing more for this worker now: its last queued test runs with nextitem=None.
             state.flushed = true;
@@ -800,6 +801,8 @@ impl Run {
         let state = &mut self.slots[slot];
         if state.running.as_ref().is_some_and(|r| r.id == done.id) {
             state.running = None;
+        } else if let Some(pos) = state.queued.iter().position(|q| q == &done.id) {
+            state.queued.remove(pos);
         }
         state.consecutive_crashes = 0;
         let outcome = Outcome::from_reports(&done.reports);
@@ -817,7 +820,27 @@ impl Run {
         };
         self.emit(RunEvent::TestFinished(result.clone()));
         self.summary.results.push(result);
+        self.promote(slot);
         self.fill(slot);
+    }
+
+    /// The worker runs its queue in order: when nothing runs, the head of what was sent is
+    /// running from now on (its timeout counts from here).
+    fn promote(&mut self, slot: usize) {
+        let state = &mut self.slots[slot];
+        if state.running.is_some() || !state.alive || state.tx.is_none() {
+            return;
+        }
+        if let Some(id) = state.queued.pop_front() {
+            state.running = Some(Running {
+                id: id.clone(),
+                started: Instant::now(),
+            });
+            self.emit(RunEvent::TestStarted {
+                id,
+                worker: WorkerId(slot),
+            });
+        }
     }
 
     fn on_worker_death(&mut self, slot: usize, code: Option<i32>, signal: Option<i32>) {
@@ -1187,6 +1210,23 @@ impl Run {
         }
     }
 
+    /// Previous runs' timings (known once pytest told us its rootdir) under the `--timings`
+    /// sources, which the user named and so win where both know a test.
+    fn load_timing_store(&mut self) {
+        let Some(path) = self.timing_store_path() else {
+            return;
+        };
+        match TimingStore::load_store(&path) {
+            Ok(mut store) => {
+                store.merge(std::mem::take(&mut self.timings));
+                self.timings = store;
+            }
+            Err(err) => self.emit(RunEvent::Note(format!(
+                "ignoring the timings of previous runs: {err} (delete the file to start afresh)"
+            ))),
+        }
+    }
+
     fn timing_store_path(&self) -> Option<PathBuf> {
         if self.config.no_timing_store {
             return None;
@@ -1224,8 +1264,11 @@ fn stderr_tail(path: &std::path::Path) -> String {
     let Ok(text) = std::fs::read_to_string(path) else {
         return String::new();
     };
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
+    // faulthandler's report starts with this line; keep it whole (up to a cap).
+    let from = text.rfind("Fatal Python error").unwrap_or(0);
+    let lines: Vec<&str> = text[from..].lines().collect();
+    let limit = if from > 0 { STDERR_TAIL_LINES * 5 } else { STDERR_TAIL_LINES };
+    lines[lines.len().saturating_sub(limit)..].join("\n")
 }
 
 fn collection_diff(reference: &HashSet<&TestId>, theirs: &HashSet<&TestId>, slot: usize) -> String {

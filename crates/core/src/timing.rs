@@ -152,6 +152,12 @@ impl TimingStore {
             .extend(mangled.into_iter().map(|(key, (secs, _))| (key, secs)));
     }
 
+    /// Adds every duration `other` knows, replacing ours where both know a test.
+    pub fn merge(&mut self, other: TimingStore) {
+        self.durations.extend(other.durations);
+        self.mangled.extend(other.mangled);
+    }
+
     /// Records a measured duration; negative or non-finite values are ignored.
     pub fn record(&mut self, id: TestId, secs: f64) {
         if secs.is_finite() && secs >= 0.0 {
@@ -504,6 +510,18 @@ impl<'de> Deserialize<'de> for PairSeed {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn merge_prefers_the_other_store() {
+        let mut base = TimingStore::new();
+        base.record(TestId::new("a.py::x"), 1.0);
+        base.record(TestId::new("a.py::y"), 2.0);
+        let mut other = TimingStore::new();
+        other.record(TestId::new("a.py::y"), 5.0);
+        base.merge(other);
+        assert_eq!(base.get(&TestId::new("a.py::x")), Some(1.0));
+        assert_eq!(base.get(&TestId::new("a.py::y")), Some(5.0));
+    }
+
     use super::*;
 
     /// Real pytest 9.2 output with `-o junit_family=xunit1`.

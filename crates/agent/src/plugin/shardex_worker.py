@@ -41,6 +41,8 @@ _WORKER_COUNT = int(os.environ.get("SHARDEX_WORKER_COUNT", "1") or 1)
 _TESTRUNUID = os.environ.get("SHARDEX_TESTRUNUID", "")
 _COLOR = os.environ.get("SHARDEX_COLOR", "") == "1"
 _WIDTH = int(os.environ.get("SHARDEX_WIDTH", "80") or 80)
+# JUnit testcases are built only when the agent writes a report.
+_JUNIT = os.environ.get("SHARDEX_JUNIT", "1") == "1"
 
 
 class Channel:
@@ -200,6 +202,9 @@ def _phase_report(config, rep) -> dict:
     return out
 
 
+_NO_JUNIT = {"xml": "", "passed": 0, "failures": 0, "errors": 0, "skipped": 0, "double": 0}
+
+
 class JunitRecorder:
     """pytest's own junitxml machinery, fed report by report, so every <testcase> is
     exactly what ``pytest --junitxml -o junit_family=xunit1`` writes."""
@@ -229,10 +234,14 @@ class JunitRecorder:
         self.logxml.pytest_collectreport(report)
 
     def log(self, report) -> None:
-        self.logxml.pytest_runtest_logreport(report)
+        if _JUNIT:
+            self.logxml.pytest_runtest_logreport(report)
 
     def take(self) -> dict:
         import xml.etree.ElementTree as ET
+
+        if not _JUNIT:
+            return _NO_JUNIT
 
         reporters = self.logxml.node_reporters_ordered[self.start :]
         xml = "".join(ET.tostring(r.to_xml(), encoding="unicode") for r in reporters)
@@ -539,6 +548,12 @@ class Zygote:
         if factory is not None:
             _ZYGOTE_BASETEMP = str(factory.getbasetemp())
         _close_django_connections()
+        # Objects that exist now are never collected in the workers: keeping the GC away
+        # from them keeps their pages shared (no copy-on-write from GC bookkeeping).
+        import gc
+
+        gc.collect()
+        gc.freeze()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -671,6 +686,19 @@ class Worker:
             msg = channel._pop_line()
 
     def serve(self) -> None:
+        # SHARDEX_PROFILE=DIR: a cProfile of each worker's loop, for working on overhead.
+        profile_dir = os.environ.get("SHARDEX_PROFILE")
+        if not profile_dir:
+            return self._serve()
+        import cProfile
+
+        profiler = cProfile.Profile()
+        try:
+            profiler.runcall(self._serve)
+        finally:
+            profiler.dump_stats(os.path.join(profile_dir, f"{os.environ.get('PYTEST_XDIST_WORKER')}-{os.getpid()}.prof"))
+
+    def _serve(self) -> None:
         plugin = self.plugin
         channel = plugin.channel
         session = self.session
@@ -692,7 +720,6 @@ class Worker:
                 nextitem = None
                 if self.queue and not self.exiting:
                     nextitem = self.items.get(self.queue[0])
-                channel.send({"t": "start", "id": nodeid})
                 plugin.reports = []
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
                 duration = sum(r["duration"] for r in plugin.reports)

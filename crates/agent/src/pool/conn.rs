@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use shardex_core::protocol::{FromPython, Role, ToPython, PROTOCOL_VERSION};
+use shardex_core::protocol::{FromPython, Role, TestDone, ToPython, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -101,7 +101,7 @@ where
                 loop {
                     match lines.next_line().await {
                         Ok(Some(line)) => {
-                            let event = match serde_json::from_str::<FromPython>(&line) {
+                            let event = match parse_message(&line) {
                                 Ok(msg) => ConnEvent::Message { conn, msg },
                                 Err(err) => ConnEvent::Invalid {
                                     conn,
@@ -121,6 +121,15 @@ where
             });
         }
     })
+}
+
+/// Parses one line. The per-test message skips serde's buffering of internally tagged
+/// enums (the plugin writes `"t"` first); everything else takes the general path.
+fn parse_message(line: &str) -> serde_json::Result<FromPython> {
+    if line.starts_with(r#"{"t":"done","#) {
+        return serde_json::from_str::<TestDone>(line).map(FromPython::Done);
+    }
+    serde_json::from_str::<FromPython>(line)
 }
 
 /// A private folder for one run (socket, per-worker stderr files, the plugin); removed on drop.
@@ -152,5 +161,22 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_and_general_paths_agree() {
+        let line = r#"{"t":"done","id":"t.py::a","duration":0.5,"reports":[],"junit":{"xml":"","passed":1,"failures":0,"errors":0,"skipped":0,"double":0}}"#;
+        let fast = parse_message(line).unwrap();
+        let general = serde_json::from_str::<FromPython>(line).unwrap();
+        assert_eq!(fast, general);
+        assert!(
+            parse_message(r#"{"t":"flush"}"#).is_err(),
+            "not a Python->agent message"
+        );
     }
 }

@@ -152,14 +152,15 @@ fn reporter_options(color: ColorChoice) -> ReporterOptions {
     options
 }
 
-/// Runs the agent on a multi-thread runtime; a blocking task drains its events into the
-/// reporter so terminal writes never stall the runtime.
+/// Runs the agent and the reporter on one thread.
 fn execute(
     config: RunConfig,
     notes: Vec<String>,
     output: ReporterOptions,
 ) -> Result<i32, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the agent (its state has one owner anyway); the reporter gets a
+    // blocking thread. Fewer threads than cores leaves the cores to the pytest workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("shardex")
         .build()
@@ -171,19 +172,29 @@ fn execute(
             let _ = tx.send(RunEvent::Note(note));
         }
         let mut sink = ReportSink::new(output);
-        let drain = tokio::task::spawn_blocking(move || {
-            while let Some(event) = rx.blocking_recv() {
+        // The reporter runs on the agent's thread: events cost no thread hand-off. Its
+        // writes are buffered; a slow terminal slows the run as it would slow pytest.
+        let drain = async {
+            while let Some(event) = rx.recv().await {
                 sink.handle(&event);
             }
-            sink
-        });
+        };
         // `execute` drops its sender when it returns, which ends the drain.
-        let result = shardex_agent::execute(config, tx).await;
-        let mut sink = drain
-            .await
-            .map_err(|err| CliError::Internal(format!("the reporter task failed: {err}")))?;
+        let (result, ()) = tokio::join!(shardex_agent::execute(config, tx), drain);
         let summary = result?;
         sink.finish(&summary);
+        if std::env::var_os("SHARDEX_STATS").is_some() {
+            let usage = shardex_agent::stats::self_usage();
+            let tests = summary.results.len().max(1) as f64;
+            eprintln!(
+                "shardex stats: agent cpu {:.3}s user + {:.3}s sys ({:.1} us/test), max rss {:.1} MB, {} tests",
+                usage.user.as_secs_f64(),
+                usage.system.as_secs_f64(),
+                (usage.user + usage.system).as_secs_f64() * 1e6 / tests,
+                usage.max_rss as f64 / 1e6,
+                summary.results.len()
+            );
+        }
         Ok(exit_code::from_summary(&summary))
     })
 }

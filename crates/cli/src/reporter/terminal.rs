@@ -309,7 +309,7 @@ impl Reporter {
         self.w.end_live();
         let all_reported = self.is_last_item();
         summary::render(&mut self.w, &settings, summary, all_reported);
-        self.w.flush();
+        self.w.flush_now();
     }
 }
 

@@ -92,12 +92,18 @@ pub(crate) struct Writer {
     /// next `write_line`/`write_sep` ends it first (which leaves a blank line at the end).
     pub open_line: bool,
     live: Option<Live>,
+    last_flush: std::time::Instant,
 }
+
+/// Progress output reaches the terminal or log at most this often: flushing every letter
+/// costs a write system call per test.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Writer {
     pub fn new(out: Box<dyn Write + Send>, color: bool, width: usize) -> Self {
         Self {
-            out,
+            last_flush: std::time::Instant::now(),
+            out: Box::new(std::io::BufWriter::new(out)),
             color,
             width,
             current_line: String::new(),
@@ -216,10 +222,16 @@ impl Writer {
         self.line(text, Style::PLAIN);
     }
 
+    /// Flushes progress, at most every `FLUSH_EVERY`.
     pub fn flush(&mut self) {
-        if self.live.is_none() {
-            let _ = self.out.flush();
+        if self.live.is_none() && self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush_now();
         }
+    }
+
+    pub fn flush_now(&mut self) {
+        let _ = self.out.flush();
+        self.last_flush = std::time::Instant::now();
     }
 
     fn write_raw(&mut self, text: &str) {
