@@ -1265,9 +1265,9 @@ fn stderr_tail(path: &std::path::Path) -> String {
         return String::new();
     };
     // faulthandler's report starts with this line; keep it whole (up to a cap).
-    let from = text.rfind("Fatal Python error").unwrap_or(0);
-    let lines: Vec<&str> = text[from..].lines().collect();
-    let limit = if from > 0 { STDERR_TAIL_LINES * 5 } else { STDERR_TAIL_LINES };
+    let fatal = text.rfind("Fatal Python error");
+    let lines: Vec<&str> = text[fatal.unwrap_or(0)..].lines().collect();
+    let limit = if fatal.is_some() { STDERR_TAIL_LINES * 5 } else { STDERR_TAIL_LINES };
     lines[lines.len().saturating_sub(limit)..].join("\n")
 }
 
