@@ -38,7 +38,13 @@ pub struct TestResult {
     /// Setup + call + teardown, seconds.
     pub duration: f64,
     /// pytest's reports, in order. For a crash or timeout, one synthetic failed "call" report.
+    /// For an attempt that is retried, its failed reports carry category "rerun" (letter
+    /// "R", word "RERUN"), as pytest-rerunfailures reports them.
     pub reports: Vec<PhaseReport>,
+    /// 0 for the first run of a test, N for its Nth retry.
+    pub attempt: u32,
+    /// This attempt failed and the test will run again: not the test's final result.
+    pub will_retry: bool,
 }
 
 impl TestResult {
@@ -47,6 +53,16 @@ impl TestResult {
         self.reports
             .iter()
             .filter_map(|r| Category::parse(&r.category))
+    }
+
+    /// The test's final result, and it passed only after failing before (a flaky test).
+    pub fn is_flaky(&self) -> bool {
+        self.attempt > 0 && !self.will_retry && !self.outcome.is_failure()
+    }
+
+    /// The test's final result (not an attempt that is retried).
+    pub fn is_final(&self) -> bool {
+        !self.will_retry
     }
 }
 
@@ -67,6 +83,10 @@ pub struct RunSummary {
     pub interrupted: Option<String>,
     /// Set when pytest itself failed (the plugin's traceback or an INTERNALERROR).
     pub internal_error: Option<String>,
+    /// Set when `-x`/`--maxfail` stopped the run: pytest's words, "stopping after N failures".
+    pub stopped: Option<String>,
+    /// `--fail-on-flaky`: a test that passed only on a retry makes the exit code 7.
+    pub fail_on_flaky: bool,
     pub workers: usize,
 }
 
@@ -101,7 +121,26 @@ impl RunSummary {
             .count()
     }
 
+    /// A test's final result failed (attempts that were retried do not count).
     pub fn any_test_failed(&self) -> bool {
-        self.results.iter().any(|r| r.outcome.is_failure())
+        self.results
+            .iter()
+            .any(|r| r.is_final() && r.outcome.is_failure())
+    }
+
+    /// Tests that passed only on a retry, each with the failed attempts before it.
+    pub fn flaky(&self) -> Vec<(&TestResult, Vec<&TestResult>)> {
+        self.results
+            .iter()
+            .filter(|r| r.is_flaky())
+            .map(|r| {
+                let attempts = self
+                    .results
+                    .iter()
+                    .filter(|a| a.id == r.id && a.will_retry)
+                    .collect();
+                (r, attempts)
+            })
+            .collect()
     }
 }

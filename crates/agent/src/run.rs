@@ -817,6 +817,8 @@ impl Run {
             outcome,
             duration: done.duration,
             reports: done.reports,
+            attempt: 0,
+            will_retry: false,
         };
         self.emit(RunEvent::TestFinished(result.clone()));
         self.summary.results.push(result);
@@ -970,6 +972,8 @@ impl Run {
             outcome,
             duration: elapsed,
             reports: vec![report],
+            attempt: 0,
+            will_retry: false,
         };
         self.emit(RunEvent::TestFinished(result.clone()));
         self.summary.results.push(result);
@@ -1267,7 +1271,11 @@ fn stderr_tail(path: &std::path::Path) -> String {
     // faulthandler's report starts with this line; keep it whole (up to a cap).
     let fatal = text.rfind("Fatal Python error");
     let lines: Vec<&str> = text[fatal.unwrap_or(0)..].lines().collect();
-    let limit = if fatal.is_some() { STDERR_TAIL_LINES * 5 } else { STDERR_TAIL_LINES };
+    let limit = if fatal.is_some() {
+        STDERR_TAIL_LINES * 5
+    } else {
+        STDERR_TAIL_LINES
+    };
     lines[lines.len().saturating_sub(limit)..].join("\n")
 }
 

@@ -61,6 +61,8 @@ mod tests {
             outcome,
             duration: 0.1,
             reports: Vec::new(),
+            attempt: 0,
+            will_retry: false,
         }
     }
 

@@ -84,6 +84,8 @@ fn result(id: &str, reports: Vec<PhaseReport>) -> TestResult {
         outcome: Outcome::from_reports(&reports),
         duration: 0.003,
         reports,
+        attempt: 0,
+        will_retry: false,
     }
 }
 
