@@ -7,6 +7,7 @@ pub mod errors;
 pub mod junit;
 pub mod outcome;
 pub mod protocol;
+pub mod retry;
 pub mod schedule;
 pub mod test_id;
 pub mod timing;
