@@ -61,7 +61,9 @@ find_pg_bin() {
     return 1
 }
 
-if bin="$(find_pg_bin)"; then
+if [[ "${SHARDEX_SKIP_PG_INSTALL:-0}" == 1 ]]; then
+    log "PostgreSQL: skipped (SHARDEX_SKIP_PG_INSTALL=1; only the Django tests need it)"
+elif bin="$(find_pg_bin)"; then
     log "PostgreSQL binaries: $bin"
 else
     if [[ $EUID -ne 0 ]]; then
