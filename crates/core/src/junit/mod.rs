@@ -1,5 +1,6 @@
 //! JUnit xunit1, as pytest's `-o junit_family=xunit1` writes it.
 
+pub mod flaky;
 pub mod read;
 pub mod write;
 
