@@ -5,6 +5,8 @@ mod cli;
 mod django;
 mod faults;
 mod parity;
+mod retry;
+mod stop;
 
 use std::path::Path;
 

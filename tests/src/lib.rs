@@ -607,6 +607,32 @@ pub struct TestCase {
     pub system_err: String,
     /// `<flakyFailure>`/`<rerunFailure>` children (earlier attempts of a retried test).
     pub reruns: usize,
+    /// The same children with their details, in document order.
+    pub rerun_children: Vec<RerunChild>,
+}
+
+/// One `<flakyFailure>`/`<flakyError>`/`<rerunFailure>`/`<rerunError>` child of a testcase
+/// (Maven surefire's layout for earlier attempts of a retried test).
+#[derive(Clone, Debug, Default)]
+pub struct RerunChild {
+    /// The element name, e.g. `flakyFailure`.
+    pub tag: String,
+    pub message: Option<String>,
+    pub result_type: Option<String>,
+    /// All text inside the element (nested `<stackTrace>`, `<system-out>`... included).
+    pub text: String,
+}
+
+impl RerunChild {
+    /// message, type and text together: what a human would read about this attempt.
+    pub fn all_text(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.message.as_deref().unwrap_or(""),
+            self.result_type.as_deref().unwrap_or(""),
+            self.text
+        )
+    }
 }
 
 impl TestCase {
@@ -727,7 +753,10 @@ enum TextSink {
     Result,
     SystemOut,
     SystemErr,
+    Rerun,
 }
+
+const RERUN_TAGS: [&str; 4] = ["flakyFailure", "rerunFailure", "flakyError", "rerunError"];
 
 /// Parse a JUnit XML report (pytest's xunit1 layout: `<testsuites><testsuite><testcase>...`).
 pub fn parse_junit(xml: &str) -> Result<JunitReport, String> {
@@ -810,6 +839,15 @@ pub fn parse_junit(xml: &str) -> Result<JunitReport, String> {
                     "flakyFailure" | "rerunFailure" | "flakyError" | "rerunError" => {
                         if let Some(tc) = current.as_mut() {
                             tc.reruns += 1;
+                            tc.rerun_children.push(RerunChild {
+                                tag: tag.clone(),
+                                message: attrs.get("message").cloned(),
+                                result_type: attrs.get("type").cloned(),
+                                text: String::new(),
+                            });
+                            if !is_empty {
+                                sink = TextSink::Rerun;
+                            }
                         }
                     }
                     "property" => {
@@ -847,7 +885,12 @@ pub fn parse_junit(xml: &str) -> Result<JunitReport, String> {
                     "failure" | "error" | "skipped" | "system-out" | "system-err" => {
                         sink = TextSink::None
                     }
+                    t if RERUN_TAGS.contains(&t) => sink = TextSink::None,
                     _ => {}
+                }
+                // still inside a rerun child (its nested <stackTrace>, <system-out>... ended)
+                if stack.iter().any(|t| RERUN_TAGS.contains(&t.as_str())) {
+                    sink = TextSink::Rerun;
                 }
             }
             Event::Text(t) => {
@@ -876,6 +919,11 @@ fn push_text(current: &mut Option<TestCase>, sink: TextSink, s: &str) {
             TextSink::Result => tc.text.push_str(s),
             TextSink::SystemOut => tc.system_out.push_str(s),
             TextSink::SystemErr => tc.system_err.push_str(s),
+            TextSink::Rerun => {
+                if let Some(child) = tc.rerun_children.last_mut() {
+                    child.text.push_str(s)
+                }
+            }
             TextSink::None => {}
         }
     }
@@ -1208,6 +1256,22 @@ mod tests {
         let d = diff_junit("a", &r, "b", &r2).unwrap();
         assert!(d.contains("~ a:") && d.contains("only in a"), "{d}");
         assert!(parse_junit("<testsuites><testsuite>").is_err());
+        let flaky = r#"<testsuites><testsuite name="s">
+<testcase classname="t" name="a"><flakyFailure message="WorkerCrashed: exit code 3" type="WorkerCrashed"><stackTrace>tb</stackTrace><system-err>err</system-err></flakyFailure><flakyError message="failed on setup"/><system-out>final</system-out></testcase>
+<testcase classname="t" name="b"><failure message="boom">x</failure><rerunFailure message="boom 1">y</rerunFailure></testcase>
+</testsuite></testsuites>"#;
+        let r = parse_junit(flaky).unwrap();
+        assert_eq!(r.cases[0].kind(), Kind::Pass);
+        assert_eq!(r.cases[0].reruns, 2);
+        let c = &r.cases[0].rerun_children;
+        assert_eq!(c[0].tag, "flakyFailure");
+        assert_eq!(c[0].message.as_deref(), Some("WorkerCrashed: exit code 3"));
+        assert_eq!(c[0].text, "tberr");
+        assert_eq!(c[1].tag, "flakyError");
+        assert_eq!(r.cases[0].system_out, "final");
+        assert_eq!(r.cases[1].kind(), Kind::Failure);
+        assert_eq!(r.cases[1].text, "x");
+        assert_eq!(r.cases[1].rerun_children[0].text, "y");
         assert!(parse_junit("").is_err());
     }
 }
