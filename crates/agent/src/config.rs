@@ -39,8 +39,15 @@ pub struct RunConfig {
     pub kill_grace: Duration,
     /// Do not read or update the store of previous runs' timings.
     pub no_timing_store: bool,
-    /// `-x`/`--maxfail`: stop after this many hard failures (0 = never).
+    /// `-x`/`--maxfail`: stop after this many hard failures (0 = never; pytest's own
+    /// `--maxfail` in `addopts` also counts).
     pub maxfail: u32,
+    /// After an early stop: how long running tests may take before their workers are
+    /// stopped.
+    pub stop_grace: Duration,
+    /// pytest-rerunfailures' flags as given on the command line (`None`/empty: not given,
+    /// so `addopts` and the ini file decide, as with pytest).
+    pub retry: RetryFlags,
     /// Render tracebacks with colour (the terminal shows them).
     pub color: bool,
     /// Terminal width for rendered tracebacks.
@@ -66,9 +73,24 @@ impl RunConfig {
             kill_grace: Duration::from_secs(3),
             no_timing_store: false,
             maxfail: 0,
+            stop_grace: Duration::from_secs(10),
+            retry: RetryFlags::default(),
             color: false,
             width: 80,
             env: Vec::new(),
         }
     }
+}
+
+/// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
+/// `--max-suite-reruns`, handed to the Python side, which also sees `addopts`, the ini
+/// keys and `flaky` markers.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RetryFlags {
+    pub reruns: Option<u32>,
+    pub reruns_delay: Option<f64>,
+    pub only_rerun: Vec<String>,
+    pub rerun_except: Vec<String>,
+    pub fail_on_flaky: bool,
+    pub max_suite_reruns: Option<u32>,
 }

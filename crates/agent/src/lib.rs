@@ -10,7 +10,7 @@ pub mod run;
 pub mod sizing;
 pub mod stats;
 
-pub use config::{RunConfig, WorkerMode};
+pub use config::{RetryFlags, RunConfig, WorkerMode};
 pub use errors::AgentError;
 pub use events::{RunEvent, RunSummary, TestResult};
 pub use run::execute;

@@ -181,17 +181,31 @@ fn search_path(name: &std::ffi::OsStr, path_var: Option<&std::ffi::OsStr>) -> Op
 
 /// Runs the interpreter once to read its Python and pytest versions.
 fn check(path: &Path, origin: &PythonOrigin, timeout: Duration) -> Result<PythonInfo, PythonError> {
-    let mut child = Command::new(path)
-        .args(["-c", CHECK_SCRIPT])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| PythonError::Spawn {
-            path: path.to_owned(),
-            origin: origin.clone(),
-            source,
-        })?;
+    let spawn = || {
+        Command::new(path)
+            .args(["-c", CHECK_SCRIPT])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // ETXTBSY: the interpreter file is still open for writing somewhere (just installed,
+    // or a concurrent fork holds the writer's descriptor for a moment); it clears quickly.
+    let mut spawned = spawn();
+    for _ in 0..20 {
+        match &spawned {
+            Err(err) if err.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(25));
+                spawned = spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut child = spawned.map_err(|source| PythonError::Spawn {
+        path: path.to_owned(),
+        origin: origin.clone(),
+        source,
+    })?;
     // Read both pipes on their own threads so a chatty interpreter cannot fill a pipe and
     // stall while we wait for it to exit.
     let stdout = child.stdout.take().map(read_all_thread);

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use shardex_core::junit::flaky::merge_attempts;
 use shardex_core::junit::write::SyntheticCase;
 use shardex_core::junit::{JunitReport, SuiteInfo};
 use shardex_core::protocol::{
-    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, Role, SessionInfo,
-    TestDone, ToPython, WarningReport,
+    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, RetryRules, Role,
+    SessionInfo, TestDone, ToPython, WarningReport,
 };
+use shardex_core::retry::{RetryBook, RetrySpec};
 use shardex_core::schedule::{SchedTest, Scheduler};
 use shardex_core::timing::TimingStore;
 use shardex_core::{Outcome, TestId, WorkerId};
@@ -132,9 +134,26 @@ struct Run {
     junit_tests: Vec<(usize, JunitPart)>,
     timings: TimingStore,
     stopping: Option<Instant>,
+    /// When `-x`/`--maxfail` stopped dispatch.
+    early_stop: Option<Instant>,
+    hard_failures: u32,
+    retry_book: RetryBook,
+    /// JUnit of failed attempts that were retried, until the test's final attempt.
+    attempt_junit: HashMap<TestId, Vec<JunitPart>>,
+    /// Retries waiting out `--reruns-delay`: (due, test, worker it failed on).
+    delayed: Vec<(Instant, TestId, usize)>,
     finished_dispatch: bool,
     started: Instant,
     zygote_stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// One finished attempt of a test, from a worker or made by the agent (crash, timeout).
+struct Attempt {
+    id: TestId,
+    outcome: Outcome,
+    duration: f64,
+    reports: Vec<PhaseReport>,
+    junit: JunitPart,
 }
 
 #[derive(Default)]
@@ -203,6 +222,11 @@ pub async fn execute(
         junit_tests: Vec::new(),
         timings,
         stopping: None,
+        early_stop: None,
+        hard_failures: 0,
+        retry_book: RetryBook::new(None),
+        attempt_junit: HashMap::new(),
+        delayed: Vec::new(),
         finished_dispatch: false,
         started: Instant::now(),
         zygote_stderr: Arc::new(Mutex::new(VecDeque::new())),
@@ -253,6 +277,10 @@ fn python_env(
         ),
         ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
         (
+            "SHARDEX_RETRY".to_owned(),
+            serde_json::to_string(&config.retry).unwrap_or_default(),
+        ),
+        (
             "SHARDEX_JUNIT".to_owned(),
             if config.junitxml.is_some() { "1" } else { "0" }.to_owned(),
         ),
@@ -285,7 +313,14 @@ impl Run {
     }
 
     fn pytest_args(&self) -> Vec<String> {
-        let mut args = vec!["-p".to_owned(), plugin::MODULE_NAME.to_owned()];
+        // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
+        // plugin takes over its options, ini keys and marker).
+        let mut args = vec![
+            "-p".to_owned(),
+            plugin::MODULE_NAME.to_owned(),
+            "-p".to_owned(),
+            "no:rerunfailures".to_owned(),
+        ];
         args.extend(self.config.pytest_args.iter().cloned());
         args
     }
@@ -420,7 +455,7 @@ impl Run {
                 pid,
                 tx,
             }) => self.on_open(conn, role, slot, pid, tx),
-            Ev::Conn(ConnEvent::Message { conn, msg }) => self.on_message(conn, msg)?,
+            Ev::Conn(ConnEvent::Message { conn, msg }) => self.on_message(conn, *msg)?,
             Ev::Conn(ConnEvent::Closed { conn }) => {
                 if let Some(ConnPeer::Worker(slot)) = self.conns.remove(&conn) {
                     let state = &mut self.slots[slot];
@@ -616,6 +651,12 @@ impl Run {
                 .as_ref()
                 .is_some_and(|s| s.continue_on_collection_errors);
         self.load_timing_store();
+        let suite_cap = self
+            .config
+            .retry
+            .max_suite_reruns
+            .or_else(|| self.session.as_ref().and_then(|s| s.max_suite_reruns));
+        self.retry_book = RetryBook::new(suite_cap);
         self.summary.collected = collection.items.len();
         self.summary.deselected = collection.deselected;
         let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
@@ -700,7 +741,7 @@ impl Run {
 
     /// Keeps the worker's queue topped up from the scheduler.
     fn fill(&mut self, slot: usize) {
-        if self.stopping.is_some() || self.finished_dispatch {
+        if self.dispatch_stopped() || self.finished_dispatch {
             return;
         }
         let Some(scheduler) = self.scheduler.as_mut() else {
@@ -760,7 +801,10 @@ impl Run {
         let Some(scheduler) = &self.scheduler else {
             return;
         };
-        if scheduler.remaining() > 0 || self.slots.iter().any(Slot::busy) {
+        if scheduler.remaining() > 0
+            || self.slots.iter().any(Slot::busy)
+            || !self.delayed.is_empty()
+        {
             return;
         }
         self.finished_dispatch = true;
@@ -806,24 +850,150 @@ impl Run {
         }
         state.consecutive_crashes = 0;
         let outcome = Outcome::from_reports(&done.reports);
-        if !outcome.is_failure() || outcome == Outcome::Failed || outcome == Outcome::Error {
-            self.timings.record(done.id.clone(), done.duration);
+        let verdict = done.retry.as_ref().map(|v| (v.eligible, v.reruns, v.delay));
+        self.finish_attempt(
+            slot,
+            Attempt {
+                id: done.id,
+                outcome,
+                duration: done.duration,
+                reports: done.reports,
+                junit: done.junit,
+            },
+            verdict,
+        );
+        self.promote(slot);
+        self.fill(slot);
+        self.check_all_done();
+    }
+
+    /// One attempt of a test ended. A failure the retry rules allow goes back to the
+    /// scheduler (its failed reports become pytest-rerunfailures' "rerun" reports);
+    /// otherwise this is the test's final result, and a failure is a hard failure that
+    /// counts toward `-x`/`--maxfail`.
+    fn finish_attempt(&mut self, slot: usize, attempt: Attempt, verdict: Option<(bool, u32, f64)>) {
+        let Attempt {
+            id,
+            outcome,
+            duration,
+            mut reports,
+            junit,
+        } = attempt;
+        let failed = outcome.is_failure();
+        let retry = match verdict {
+            Some((eligible, reruns, delay)) if failed && !self.dispatch_stopped() => self
+                .retry_book
+                .grant(&id, eligible, reruns)
+                .then_some(delay),
+            _ => None,
+        };
+        let will_retry = retry.is_some();
+        let attempt_index = self.retry_book.attempts(&id) - u32::from(will_retry);
+        if let Some(delay) = retry {
+            for report in reports.iter_mut().filter(|r| r.outcome == "failed") {
+                report.category = "rerun".into();
+                report.letter = "R".into();
+                report.word = "RERUN".into();
+            }
+            self.attempt_junit
+                .entry(id.clone())
+                .or_default()
+                .push(junit);
+            self.schedule_retry(id.clone(), slot, delay);
+        } else {
+            let junit = match self.attempt_junit.remove(&id) {
+                Some(mut parts) => {
+                    parts.push(junit);
+                    merge_attempts(&parts, !failed)
+                }
+                None => junit,
+            };
+            let index = self.order.get(&id).copied().unwrap_or(usize::MAX);
+            self.junit_tests.push((index, junit));
+            if matches!(outcome, Outcome::Crashed | Outcome::TimedOut) {
+                // A crash's duration says nothing about the test's usual length.
+            } else {
+                self.timings.record(id.clone(), duration);
+            }
         }
-        let index = self.order.get(&done.id).copied().unwrap_or(usize::MAX);
-        self.junit_tests.push((index, done.junit));
         let result = TestResult {
-            id: done.id,
+            id,
             worker: WorkerId(slot),
             outcome,
-            duration: done.duration,
-            reports: done.reports,
-            attempt: 0,
-            will_retry: false,
+            duration,
+            reports,
+            attempt: attempt_index,
+            will_retry,
         };
         self.emit(RunEvent::TestFinished(result.clone()));
         self.summary.results.push(result);
-        self.promote(slot);
-        self.fill(slot);
+        if failed && !will_retry {
+            self.hard_failures += 1;
+            let maxfail = self.effective_maxfail();
+            if maxfail > 0 && self.hard_failures >= maxfail {
+                self.stop_early();
+            }
+        }
+    }
+
+    fn effective_maxfail(&self) -> u32 {
+        if self.config.maxfail > 0 {
+            self.config.maxfail
+        } else {
+            self.session.as_ref().map_or(0, |s| s.maxfail)
+        }
+    }
+
+    /// Dispatch is over: interrupted, or stopped early by -x/--maxfail.
+    fn dispatch_stopped(&self) -> bool {
+        self.stopping.is_some() || self.early_stop.is_some()
+    }
+
+    /// A retry goes near the front of the queue of another worker that is free (a fresh
+    /// state), else of the one it failed on; after `delay` seconds if asked.
+    fn schedule_retry(&mut self, id: TestId, failed_on: usize, delay: f64) {
+        if delay > 0.0 {
+            let due = Instant::now() + Duration::from_secs_f64(delay);
+            self.delayed.push((due, id, failed_on));
+            return;
+        }
+        let idle_other = (0..self.slots.len())
+            .find(|&s| s != failed_on && self.slots[s].ready() && !self.slots[s].busy());
+        let target = idle_other.unwrap_or(failed_on);
+        let estimate = self.estimates.get(&id).copied().unwrap_or(0.0);
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            scheduler.push_front(WorkerId(target), vec![SchedTest { id, estimate }]);
+        }
+        self.finished_dispatch = false;
+        self.fill(target);
+        for other in 0..self.slots.len() {
+            self.fill(other);
+        }
+    }
+
+    /// `-x`/`--maxfail` reached: nothing new starts anywhere; running tests may finish
+    /// within `--stop-grace`, then their workers are stopped and those tests count as not
+    /// run (pytest's `-x` exits 1, not 2).
+    fn stop_early(&mut self) {
+        if self.dispatch_stopped() {
+            return;
+        }
+        self.summary.stopped = Some(format!("stopping after {} failures", self.hard_failures));
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            self.summary.not_run.extend(scheduler.drain());
+        }
+        self.summary
+            .not_run
+            .extend(self.delayed.drain(..).map(|(_, id, _)| id));
+        for state in &mut self.slots {
+            self.summary.not_run.extend(state.queued.drain(..));
+            if let Some(tx) = &state.tx {
+                // The worker ends the test it runs, starts nothing else, and exits.
+                let _ = tx.send(ToPython::Exit);
+            }
+        }
+        self.early_stop = Some(Instant::now());
+        self.check_all_done();
     }
 
     /// The worker runs its queue in order: when nothing runs, the head of what was sent is
@@ -857,7 +1027,11 @@ impl Run {
             state.conn = None;
             state.pid = None;
         }
-        if let Some(running) = running {
+        let stopped_by_us = matches!(kill, Some((KillReason::Shutdown, _, _)));
+        if let Some(running) = running.as_ref().filter(|_| stopped_by_us) {
+            // Stopped after -x/--maxfail's grace, or by a signal: not a result of the test.
+            self.summary.not_run.push(running.id.clone());
+        } else if let Some(running) = running {
             let elapsed = running.started.elapsed().as_secs_f64();
             let (outcome, message) = match kill {
                 Some((KillReason::Timeout, _, _)) => (
@@ -878,11 +1052,12 @@ impl Run {
             if outcome == Outcome::Crashed {
                 self.slots[slot].consecutive_crashes += 1;
             }
-        } else if self.stopping.is_none() {
+        } else if !self.dispatch_stopped() {
             self.slots[slot].consecutive_crashes += 1;
         }
-        if self.stopping.is_some() {
+        if self.dispatch_stopped() {
             self.summary.not_run.extend(queued);
+            self.check_all_done();
             return;
         }
         if let Some(scheduler) = self.scheduler.as_mut() {
@@ -949,8 +1124,6 @@ impl Run {
             text: &text,
         }
         .to_part();
-        let index = self.order.get(&id).copied().unwrap_or(usize::MAX);
-        self.junit_tests.push((index, junit));
         let head_line = shardex_core::junit::mangle_test_address(id.as_str())[1..].join(".");
         let report = PhaseReport {
             when: "call".into(),
@@ -966,17 +1139,23 @@ impl Run {
             skip: None,
             wasxfail: None,
         };
-        let result = TestResult {
-            id,
-            worker: WorkerId(slot),
-            outcome,
-            duration: elapsed,
-            reports: vec![report],
-            attempt: 0,
-            will_retry: false,
-        };
-        self.emit(RunEvent::TestFinished(result.clone()));
-        self.summary.results.push(result);
+        // No Python exception to judge: the agent applies the same rules to the text.
+        let rules = item
+            .and_then(|i| i.retry.clone())
+            .or_else(|| self.session.as_ref().map(|s| s.retry.clone()))
+            .unwrap_or_default();
+        let eligible = retry_spec(&rules).synthetic_failure_is_retryable(&message);
+        self.finish_attempt(
+            slot,
+            Attempt {
+                id,
+                outcome,
+                duration: elapsed,
+                reports: vec![report],
+                junit,
+            },
+            Some((eligible, rules.reruns, rules.delay)),
+        );
     }
 
     /// What a dead worker left: the test's captured output so far (pytest's capture files,
@@ -1107,6 +1286,25 @@ impl Run {
     fn on_tick(&mut self) {
         let now = Instant::now();
         let grace = self.config.kill_grace;
+        if self.delayed.iter().any(|(due, _, _)| *due <= now) && !self.dispatch_stopped() {
+            let (due, waiting): (Vec<_>, Vec<_>) =
+                self.delayed.drain(..).partition(|(due, _, _)| *due <= now);
+            self.delayed = waiting;
+            for (_, id, failed_on) in due {
+                self.schedule_retry(id, failed_on, 0.0);
+            }
+        }
+        if let Some(since) = self.early_stop.filter(|_| self.stopping.is_none()) {
+            if now.duration_since(since) > self.config.stop_grace {
+                // The grace is over: stop whatever still runs (reported as not run).
+                for state in &mut self.slots {
+                    if let (Some(pid), true, None) = (state.pid, state.alive, state.kill) {
+                        signal_group(pid, Signal::SIGTERM);
+                        state.kill = Some((KillReason::Shutdown, now, false));
+                    }
+                }
+            }
+        }
         if let Some(timeout) = self.config.timeout {
             for state in &mut self.slots {
                 let overdue = state
@@ -1153,7 +1351,20 @@ impl Run {
     }
 
     fn finish(mut self) -> Result<RunSummary, AgentError> {
+        let maxfail = self.effective_maxfail();
+        self.summary.fail_on_flaky = self.config.retry.fail_on_flaky
+            || self.session.as_ref().is_some_and(|s| s.fail_on_flaky);
         self.summary.session = self.session.clone();
+        if let Some(session) = self.summary.session.as_mut() {
+            session.maxfail = maxfail;
+        }
+        // Tests whose retry never ran (the run stopped first): their failed attempts are
+        // their result in the report.
+        for (id, parts) in std::mem::take(&mut self.attempt_junit) {
+            let index = self.order.get(&id).copied().unwrap_or(usize::MAX);
+            self.junit_tests
+                .push((index, merge_attempts(&parts, false)));
+        }
         // Deterministic output: results in collection order, not completion order.
         let order = &self.order;
         self.summary
@@ -1254,6 +1465,19 @@ async fn wait_child(mut child: Child, owner: ProcOwner, tx: UnboundedSender<Ev>)
         code,
         signal,
     });
+}
+
+/// The wire form of a test's retry rules as core's `RetrySpec`.
+fn retry_spec(rules: &RetryRules) -> RetrySpec {
+    RetrySpec {
+        reruns: rules.reruns,
+        delay_secs: rules.delay,
+        only_rerun: rules.only_rerun.clone(),
+        rerun_except: rules.rerun_except.clone(),
+        only_rerun_classes: rules.only_rerun_classes.clone(),
+        rerun_except_classes: rules.rerun_except_classes.clone(),
+        condition: rules.condition,
+    }
 }
 
 fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {

@@ -135,6 +135,10 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping a worker
     #[arg(long, value_name = "SECS", default_value = "3", env = env::KILL_GRACE, hide_env_values = true, help_heading = SHARDEX)]
     pub kill_grace: f64,
+    /// After -x/--maxfail stops the run: seconds running tests may take to finish before
+    /// their workers are stopped (they are then reported as not run)
+    #[arg(long, value_name = "SECS", default_value = "10", env = env::STOP_GRACE, hide_env_values = true, help_heading = SHARDEX)]
+    pub stop_grace: f64,
     /// Print this help
     #[arg(short = 'h', long, action = clap::ArgAction::Help, help_heading = SHARDEX)]
     pub help: Option<bool>,

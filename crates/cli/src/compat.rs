@@ -48,6 +48,8 @@ pub struct ConsumedFlags {
     pub spawn: bool,
     /// Seconds.
     pub kill_grace: Option<f64>,
+    /// Seconds.
+    pub stop_grace: Option<f64>,
     pub color: Option<ColorChoice>,
     /// `--junit-prefix`: passed to pytest and also noted here (the report is shardex's).
     pub junit_prefix: Option<String>,
@@ -87,6 +89,7 @@ enum Action {
     Python,
     Spawn,
     KillGrace,
+    StopGrace,
     Color,
     /// Refused with a usage error (the text says why).
     Unsupported(&'static str),
@@ -195,6 +198,7 @@ const CONSUMED: &[OptSpec] = &[
     opt(None, &["--python"], true, Action::Python),
     opt(None, &["--spawn"], false, Action::Spawn),
     opt(None, &["--kill-grace"], true, Action::KillGrace),
+    opt(None, &["--stop-grace"], true, Action::StopGrace),
     opt(None, &["--color"], true, Action::Color),
 ];
 
@@ -491,6 +495,7 @@ fn apply(flags: &mut ConsumedFlags, spec: &OptSpec, value: Option<&str>) -> Resu
         Action::Python => flags.python = Some(non_empty_path(raw).map_err(invalid)?),
         Action::Spawn => flags.spawn = true,
         Action::KillGrace => flags.kill_grace = Some(parse_secs(raw).map_err(invalid)?),
+        Action::StopGrace => flags.stop_grace = Some(parse_secs(raw).map_err(invalid)?),
         Action::Color => flags.color = Some(ColorChoice::from_str(raw).map_err(invalid)?),
         Action::Unsupported(why) => {
             return Err(UsageError::new(format!("{} {why}", spec.display())))

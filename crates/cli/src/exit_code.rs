@@ -1,7 +1,7 @@
 //! shardex's exit codes: pytest's own, so scripts that read `pytest`'s status keep working.
 //! These values are a contract; never renumber them.
 
-use shardex_agent::RunSummary;
+use shardex_agent::{RunSummary, TestResult};
 
 /// All tests passed (or were skipped, xfailed...).
 pub const OK: i32 = 0;
@@ -38,10 +38,12 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     if collection_errors > 0 || summary.any_test_failed() {
         return TESTS_FAILED;
     }
-    // TODO(retries): FLAKY once the summary says a test passed only on a retry and
-    // `--fail-on-flaky` is set.
     if summary.collected == 0 {
         return NO_TESTS_COLLECTED;
+    }
+    // pytest-rerunfailures: only a run that would otherwise pass exits 7.
+    if summary.fail_on_flaky && summary.results.iter().any(TestResult::is_flaky) {
+        return FLAKY;
     }
     OK
 }

@@ -47,6 +47,7 @@ pub mod env {
     pub const PYTHON: &str = "SHARDEX_PYTHON";
     pub const SPAWN: &str = "SHARDEX_SPAWN";
     pub const KILL_GRACE: &str = "SHARDEX_KILL_GRACE";
+    pub const STOP_GRACE: &str = "SHARDEX_STOP_GRACE";
     pub const COLOR: &str = "SHARDEX_COLOR";
     /// tracing filter for shardex's own diagnostics on stderr (default `warn`).
     pub const LOG: &str = "SHARDEX_LOG";
@@ -68,7 +69,7 @@ pub mod env {
 pub const PYPROJECT: &str = "pyproject.toml";
 
 /// `[tool.shardex]` keys, the long flag names without `--`.
-pub const FILE_KEYS: [&str; 16] = [
+pub const FILE_KEYS: [&str; 17] = [
     "numprocesses",
     "maxprocesses",
     "dist",
@@ -84,11 +85,15 @@ pub const FILE_KEYS: [&str; 16] = [
     "python",
     "spawn",
     "kill-grace",
+    "stop-grace",
     "color",
 ];
 
 /// Default grace between SIGTERM and SIGKILL for a worker group.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Default time running tests get to finish after `-x`/`--maxfail` stopped the run.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// `-n`: a count, or `auto`/`logical`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,6 +362,7 @@ pub struct Settings {
     pub python: Option<PythonChoice>,
     pub spawn: bool,
     pub kill_grace: Duration,
+    pub stop_grace: Duration,
     pub color: ColorChoice,
     /// `--junit-prefix`, seen on its way to pytest.
     pub junit_prefix: Option<String>,
@@ -491,6 +497,11 @@ impl Settings {
             None => layers.get(env::KILL_GRACE, "kill-grace", parse_secs)?,
         }
         .map_or(DEFAULT_KILL_GRACE, Duration::from_secs_f64);
+        let stop_grace = match cli.stop_grace {
+            Some(g) => Some(g),
+            None => layers.get(env::STOP_GRACE, "stop-grace", parse_secs)?,
+        }
+        .map_or(DEFAULT_STOP_GRACE, Duration::from_secs_f64);
         let color = match cli.color {
             Some(c) => c,
             None => layers
@@ -518,6 +529,7 @@ impl Settings {
             python,
             spawn,
             kill_grace,
+            stop_grace,
             color,
             junit_prefix: cli.junit_prefix,
             notes,

@@ -95,6 +95,39 @@ pub struct SessionInfo {
     pub maxfail: u32,
     pub continue_on_collection_errors: bool,
     pub collectonly: bool,
+    /// The run's retry rules (CLI, else `addopts`, else ini), for failures with no Python
+    /// exception (crash, timeout). Tests with a `flaky` marker carry their own.
+    #[serde(default)]
+    pub retry: RetryRules,
+    #[serde(default)]
+    pub fail_on_flaky: bool,
+    #[serde(default)]
+    pub max_suite_reruns: Option<u32>,
+}
+
+/// pytest-rerunfailures' rules for one test (its `flaky` marker) or the whole run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryRules {
+    pub reruns: u32,
+    pub delay: f64,
+    /// `only_rerun` regexes, and exception class names given in a marker.
+    pub only_rerun: Vec<String>,
+    pub only_rerun_classes: Vec<String>,
+    pub rerun_except: Vec<String>,
+    pub rerun_except_classes: Vec<String>,
+    /// The marker's `condition`, evaluated without an exception (true when absent).
+    pub condition: bool,
+}
+
+/// The worker's judgement of a failed attempt, made where the exception object is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryVerdict {
+    /// Not an xfail, the condition holds, and the exception filter lets it be retried.
+    pub eligible: bool,
+    /// This test's rerun count (marker beats CLI beats ini).
+    pub reruns: u32,
+    /// Seconds to wait before the retry.
+    pub delay: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -124,6 +157,9 @@ pub struct ItemInfo {
     pub file: String,
     /// `item.location[1]`: 0-based line.
     pub line: Option<u32>,
+    /// The test's `flaky` marker rules, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryRules>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -133,6 +169,9 @@ pub struct TestDone {
     pub duration: f64,
     pub reports: Vec<PhaseReport>,
     pub junit: JunitPart,
+    /// Present when the test failed.
+    #[serde(default)]
+    pub retry: Option<RetryVerdict>,
 }
 
 /// One `TestReport` (setup, call or teardown) as the terminal and summary need it.

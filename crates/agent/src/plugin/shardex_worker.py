@@ -41,6 +41,8 @@ _WORKER_COUNT = int(os.environ.get("SHARDEX_WORKER_COUNT", "1") or 1)
 _TESTRUNUID = os.environ.get("SHARDEX_TESTRUNUID", "")
 _COLOR = os.environ.get("SHARDEX_COLOR", "") == "1"
 _WIDTH = int(os.environ.get("SHARDEX_WIDTH", "80") or 80)
+# pytest-rerunfailures' flags as given to shardex (see RetryFlags in config.rs).
+_RETRY_FLAGS = json.loads(os.environ.get("SHARDEX_RETRY") or "{}")
 # JUnit testcases are built only when the agent writes a report.
 _JUNIT = os.environ.get("SHARDEX_JUNIT", "1") == "1"
 
@@ -262,6 +264,283 @@ class JunitRecorder:
         return part
 
 
+# --------------------------------------------------------------------------- retries
+#
+# shardex owns retries (pytest-rerunfailures is blocked with -p no:rerunfailures) but keeps
+# its options, ini keys, marker and semantics; the helpers below follow
+# pytest_rerunfailures.py (16.x). The worker judges each failed attempt here, where the
+# exception object is; the agent decides where and whether the retry runs.
+
+_RERUN_OPTIONS = (
+    ("--reruns", dict(action="store", dest="reruns", type=int, default=None, help="number of times to re-run failed tests (shardex).")),
+    ("--reruns-delay", dict(action="store", dest="reruns_delay", type=float, default=None, help="delay in seconds between re-runs (shardex).")),
+    ("--only-rerun", dict(action="append", dest="only_rerun", type=str, default=None, help="re-run only errors matching this regex (shardex).")),
+    ("--rerun-except", dict(action="append", dest="rerun_except", type=str, default=None, help="do not re-run errors matching this regex (shardex).")),
+    ("--fail-on-flaky", dict(action="store_true", dest="fail_on_flaky", help="exit 7 if a test passed only on a re-run (shardex).")),
+    ("--max-suite-reruns", dict(action="store", dest="max_suite_reruns", type=int, default=None, help="cap on re-runs over the run (shardex).")),
+)
+
+
+def pytest_addoption(parser) -> None:
+    if not _active():
+        return
+    group = parser.getgroup("rerunfailures", "re-run failing tests (shardex)")
+    for name, kwargs in _RERUN_OPTIONS:
+        try:
+            group._addoption(name, **kwargs)
+        except ValueError:
+            return  # rerunfailures was loaded anyway (e.g. by -p): its options stand
+    for name, kind in (("reruns", "string"), ("reruns_delay", "string"), ("only_rerun", "linelist"), ("rerun_except", "linelist")):
+        try:
+            parser.addini(name, f"pytest-rerunfailures' {name} (shardex)", type=kind)
+        except ValueError:
+            pass
+
+
+def _apply_retry_flags(config) -> None:
+    """The flags shardex consumed from its command line join pytest's own (addopts)."""
+    option = config.option
+    for name in ("reruns", "reruns_delay", "max_suite_reruns"):
+        if _RETRY_FLAGS.get(name) is not None:
+            setattr(option, name, _RETRY_FLAGS[name])
+    for name in ("only_rerun", "rerun_except"):
+        if _RETRY_FLAGS.get(name):
+            setattr(option, name, list(getattr(option, name, None) or []) + list(_RETRY_FLAGS[name]))
+    if _RETRY_FLAGS.get("fail_on_flaky"):
+        option.fail_on_flaky = True
+    config.addinivalue_line(
+        "markers",
+        "flaky(reruns=1, reruns_delay=0, condition=True, only_rerun=None, rerun_except=None): "
+        "re-run the test when it fails (shardex, pytest-rerunfailures compatible).",
+    )
+    import re
+
+    for name in ("only_rerun", "rerun_except"):
+        for pattern in getattr(option, name, None) or _getini(config, name) or []:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise pytest.UsageError(f"invalid regular expression for {name}: {pattern!r} ({error})") from error
+
+
+def _getini(config, name):
+    try:
+        return config.getini(name)
+    except ValueError:
+        return None
+
+
+def _global_reruns(config):
+    reruns = getattr(config.option, "reruns", None)
+    if reruns is not None:
+        return reruns
+    try:
+        return int(_getini(config, "reruns"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _global_delay(config) -> float:
+    delay = getattr(config.option, "reruns_delay", None)
+    if delay is None:
+        try:
+            delay = float(_getini(config, "reruns_delay"))
+        except (TypeError, ValueError):
+            delay = 0.0
+    return max(float(delay), 0.0)
+
+
+def _flaky_marker(item):
+    return item.get_closest_marker("flaky")
+
+
+def _reruns_count(item) -> int:
+    marker = _flaky_marker(item)
+    if marker is not None:
+        if "reruns" in marker.kwargs:
+            return int(marker.kwargs["reruns"])
+        if marker.args:
+            return int(marker.args[0])
+        return 1
+    return int(_global_reruns(item.config) or 0)
+
+
+def _reruns_delay(item) -> float:
+    marker = _flaky_marker(item)
+    if marker is None:
+        return _global_delay(item.config)
+    if "reruns_delay" in marker.kwargs:
+        return max(float(marker.kwargs["reruns_delay"]), 0.0)
+    if len(marker.args) > 1:
+        return max(float(marker.args[1]), 0.0)
+    return 0.0
+
+
+def _filter_list(item, name):
+    marker = _flaky_marker(item)
+    if marker is not None and name in marker.kwargs:
+        value = marker.kwargs[name]
+        if isinstance(value, str) or (isinstance(value, type) and issubclass(value, BaseException)):
+            value = [value]
+        return list(value or [])
+    value = getattr(item.config.option, name, None)
+    if value is None:
+        value = _getini(item.config, name)
+    return list(value or [])
+
+
+def _exception_chain(exc, follow_context):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif follow_context and not getattr(exc, "__suppress_context__", False):
+            exc = exc.__context__
+        else:
+            exc = None
+
+
+def _matches(patterns, excinfo, follow_context) -> bool:
+    import re
+
+    if not excinfo:
+        return False
+    for exc in _exception_chain(excinfo.value, follow_context):
+        err = f"{type(exc).__name__}: {exc}"
+        for pattern in patterns:
+            if isinstance(pattern, type) and issubclass(pattern, BaseException):
+                if isinstance(exc, pattern):
+                    return True
+            elif re.search(pattern, err):
+                return True
+    return False
+
+
+def _hard_fail_on_error(item, report, excinfo) -> bool:
+    """rerunfailures' _should_hard_fail_on_error: the filter excludes this failure."""
+    if report.outcome != "failed":
+        return False
+    only = _filter_list(item, "only_rerun")
+    except_ = _filter_list(item, "rerun_except")
+    if not only and not except_:
+        return False
+    if only and not except_:
+        return not _matches(only, excinfo, True)
+    if except_ and not only:
+        return _matches(except_, excinfo, False)
+    return (not _matches(only, excinfo, True)) or _matches(except_, excinfo, False)
+
+
+def _evaluate_condition(item, marker, condition, excinfo) -> bool:
+    """rerunfailures' evaluate_condition (bool, string to eval, or callable)."""
+    import inspect
+
+    error = excinfo.value if excinfo is not None else None
+    try:
+        if callable(condition):
+            try:
+                signature = inspect.signature(condition)
+                try:
+                    signature.bind(error)
+                    return bool(condition(error))
+                except TypeError:
+                    return bool(condition())
+            except (TypeError, ValueError):
+                return bool(condition(error))
+        if isinstance(condition, str):
+            globals_ = {"os": os, "sys": sys, "platform": platform, "config": item.config}
+            if hasattr(item, "obj"):
+                globals_.update(item.obj.__globals__)
+            globals_["error"] = error
+            return bool(eval(compile(condition, f"<{marker.name} condition>", "eval"), globals_))  # noqa: S307
+        return bool(condition)
+    except Exception:
+        return False
+
+
+def _condition_holds(item, failed_reports, excinfos) -> bool:
+    marker = _flaky_marker(item)
+    if marker is None or "condition" not in marker.kwargs:
+        return True
+    condition = marker.kwargs["condition"]
+    return any(_evaluate_condition(item, marker, condition, excinfos.get(r.when)) for r in failed_reports)
+
+
+def _retry_verdict(item, raw_reports):
+    failed = [r for r in raw_reports if r.failed]
+    if not failed:
+        return None
+    excinfos = getattr(item, "_shardex_excinfo", {}) or {}
+    reruns = _reruns_count(item)
+    eligible = (
+        reruns > 0
+        and not any(hasattr(r, "wasxfail") for r in raw_reports)
+        and not any(_hard_fail_on_error(item, r, excinfos.get(r.when)) for r in failed)
+        and _condition_holds(item, failed, excinfos)
+    )
+    if eligible:
+        _forget_failed_state(item)
+    item._shardex_excinfo = {}
+    return {"eligible": eligible, "reruns": reruns, "delay": _reruns_delay(item)}
+
+
+def _forget_failed_state(item) -> None:
+    """What rerunfailures clears before a rerun: failed fixtures' cached errors (pytest
+    would re-raise them) and the test class instance (state on self)."""
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        for fixture_def in defs:
+            cached = getattr(fixture_def, "cached_result", None)
+            if cached is not None and cached[2]:
+                fixture_def.cached_result = None
+                if hasattr(fixture_def, "_finalizers"):
+                    fixture_def._finalizers.clear()
+    if getattr(item, "_instance", None) is not None:
+        del item._instance
+        item._obj = None
+
+
+def _retry_rules(item, marker) -> dict:
+    """The marker's rules, for failures judged by the agent (crash, timeout)."""
+    def split(name):
+        values = _filter_list(item, name)
+        return (
+            [v for v in values if isinstance(v, str)],
+            [v.__name__ for v in values if isinstance(v, type)],
+        )
+
+    only, only_classes = split("only_rerun")
+    except_, except_classes = split("rerun_except")
+    condition = True
+    if "condition" in marker.kwargs and not callable(marker.kwargs["condition"]):
+        condition = _evaluate_condition(item, marker, marker.kwargs["condition"], None)
+    return {
+        "reruns": _reruns_count(item),
+        "delay": _reruns_delay(item),
+        "only_rerun": only,
+        "only_rerun_classes": only_classes,
+        "rerun_except": except_,
+        "rerun_except_classes": except_classes,
+        "condition": condition,
+    }
+
+
+def _session_retry_rules(config) -> dict:
+    only = list(getattr(config.option, "only_rerun", None) or _getini(config, "only_rerun") or [])
+    except_ = list(getattr(config.option, "rerun_except", None) or _getini(config, "rerun_except") or [])
+    return {
+        "reruns": int(_global_reruns(config) or 0),
+        "delay": _global_delay(config),
+        "only_rerun": only,
+        "only_rerun_classes": [],
+        "rerun_except": except_,
+        "rerun_except_classes": [],
+        "condition": True,
+    }
+
+
 # --------------------------------------------------------------------------- plugin
 
 
@@ -273,6 +552,7 @@ class ShardexPlugin:
         self.deselected = 0
         self.collect_errors = 0
         self.reports: list = []
+        self.raw_reports: list = []
         self.warnings_when_idle: list = []
         self.session = None
 
@@ -287,6 +567,7 @@ class ShardexPlugin:
         # The agent owns -x/--maxfail across workers; a worker must not stop by itself.
         self.maxfail = self.config.option.maxfail
         self.config.option.maxfail = 0
+        _apply_retry_flags(self.config)
         self._mute_terminal()
         self.junit = JunitRecorder(self.config)
         if role == "worker":
@@ -340,6 +621,9 @@ class ShardexPlugin:
             "maxfail": int(self.maxfail or 0),
             "continue_on_collection_errors": bool(config.option.continue_on_collection_errors),
             "collectonly": bool(config.option.collectonly),
+            "retry": _session_retry_rules(config),
+            "fail_on_flaky": bool(getattr(config.option, "fail_on_flaky", False)),
+            "max_suite_reruns": getattr(config.option, "max_suite_reruns", None),
         }
 
     # -- hooks ---------------------------------------------------------------
@@ -388,7 +672,18 @@ class ShardexPlugin:
 
     def pytest_runtest_logreport(self, report) -> None:
         self.reports.append(_phase_report(self.config, report))
+        self.raw_reports.append(report)
         self.junit.log(report)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        # Keep each phase's exception: the retry filter matches the exception chain.
+        if report.when == "setup" or not hasattr(item, "_shardex_excinfo"):
+            item._shardex_excinfo = {}
+        if call.excinfo is not None:
+            item._shardex_excinfo[report.when] = call.excinfo
 
     def pytest_internalerror(self, excrepr, excinfo) -> None:
         if self.channel is not None:
@@ -528,7 +823,11 @@ _ZYGOTE_BASETEMP: str | None = None
 
 def _item_info(item) -> dict:
     path, lineno, _ = item.location
-    return {"id": item.nodeid, "file": path.replace(os.sep, "/"), "line": lineno}
+    info = {"id": item.nodeid, "file": path.replace(os.sep, "/"), "line": lineno}
+    marker = _flaky_marker(item)
+    if marker is not None:
+        info["retry"] = _retry_rules(item, marker)
+    return info
 
 
 class Zygote:
@@ -721,17 +1020,20 @@ class Worker:
                 if self.queue and not self.exiting:
                     nextitem = self.items.get(self.queue[0])
                 plugin.reports = []
+                plugin.raw_reports = []
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
                 duration = sum(r["duration"] for r in plugin.reports)
-                channel.send(
-                    {
-                        "t": "done",
-                        "id": nodeid,
-                        "duration": duration,
-                        "reports": plugin.reports,
-                        "junit": plugin.junit.take(),
-                    }
-                )
+                done = {
+                    "t": "done",
+                    "id": nodeid,
+                    "duration": duration,
+                    "reports": plugin.reports,
+                    "junit": plugin.junit.take(),
+                }
+                verdict = _retry_verdict(item, plugin.raw_reports)
+                if verdict is not None:
+                    done["retry"] = verdict
+                channel.send(done)
                 self._drain(block=False)
         except EOFError:
             pass

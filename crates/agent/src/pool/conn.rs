@@ -21,7 +21,7 @@ pub enum ConnEvent {
     },
     Message {
         conn: ConnId,
-        msg: FromPython,
+        msg: Box<FromPython>,
     },
     Closed {
         conn: ConnId,
@@ -102,7 +102,10 @@ where
                     match lines.next_line().await {
                         Ok(Some(line)) => {
                             let event = match parse_message(&line) {
-                                Ok(msg) => ConnEvent::Message { conn, msg },
+                                Ok(msg) => ConnEvent::Message {
+                                    conn,
+                                    msg: Box::new(msg),
+                                },
                                 Err(err) => ConnEvent::Invalid {
                                     conn,
                                     reason: format!("{err}: {line:.200}"),

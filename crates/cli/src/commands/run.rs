@@ -133,10 +133,20 @@ fn run_config(
     config.timeout = settings.timeout;
     config.kill_grace = settings.kill_grace;
     config.maxfail = settings.maxfail;
+    config.stop_grace = settings.stop_grace;
+    let retry = &settings.retry;
+    config.retry = shardex_agent::RetryFlags {
+        reruns: (retry.reruns > 0).then_some(retry.reruns),
+        reruns_delay: (!retry.reruns_delay.is_zero()).then_some(retry.reruns_delay.as_secs_f64()),
+        only_rerun: retry.only_rerun.clone(),
+        rerun_except: retry.rerun_except.clone(),
+        fail_on_flaky: retry.fail_on_flaky,
+        max_suite_reruns: retry.max_suite_reruns,
+    };
     config.color = output.color;
     config.width = output.width;
-    // TODO(lead): RunConfig has no fields yet for settings.retry (RetrySettings), timeline,
-    // build_id, node_index/node_total and queue; they are resolved and validated here.
+    // TODO: timeline, build_id, node_index/node_total and queue are resolved and validated
+    // here; the run does not use them yet (later issues).
     config
 }
 

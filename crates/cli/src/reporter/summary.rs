@@ -150,6 +150,7 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
     if s.has('r') || s.has('R') {
         reruns(w, summary);
     }
+    flaky(w, summary);
     short_test_summary(w, s, summary);
 
     if let Some(reason) = should_fail(s, summary) {
@@ -161,7 +162,14 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
         w.write_sep('!', Some(&reason), Style::PLAIN);
     }
     if !summary.not_run.is_empty() {
-        let line = format!("{} not run", plural(summary.not_run.len(), "test"));
+        let why = if summary.stopped.is_some() {
+            " (stopped by -x/--maxfail)"
+        } else if summary.interrupted.is_some() {
+            " (interrupted)"
+        } else {
+            ""
+        };
+        let line = format!("{} not run{why}", plural(summary.not_run.len(), "test"));
         w.write_line(&line, Style::fg(Color::Yellow));
     }
     stats_line(w, s, summary, all_reported);
@@ -169,6 +177,9 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
 
 /// pytest's `session.shouldfail` for `--maxfail`: `stopping after 2 failures`.
 pub(crate) fn should_fail(s: &Settings, summary: &RunSummary) -> Option<String> {
+    if let Some(stopped) = &summary.stopped {
+        return Some(stopped.clone());
+    }
     if s.maxfail == 0 {
         return None;
     }
@@ -334,6 +345,32 @@ fn passes(w: &mut Writer, s: &Settings, summary: &RunSummary, category: Category
         }
         for text in entry.teardown_sections() {
             w.block(text);
+        }
+    }
+}
+
+/// shardex's own section: tests that passed only on a retry, with what each failed attempt
+/// hit (pytest-rerunfailures shows none of this, and its JUnit hides it).
+fn flaky(w: &mut Writer, summary: &RunSummary) {
+    let flaky = summary.flaky();
+    if flaky.is_empty() {
+        return;
+    }
+    w.write_sep('=', Some("flaky tests"), Style::fg(Color::Yellow).bold());
+    for (result, attempts) in flaky {
+        let tries = result.attempt + 1;
+        w.write_line(
+            &format!("FLAKY {} - passed on attempt {tries}", result.id),
+            Style::PLAIN,
+        );
+        for (n, attempt) in attempts.iter().enumerate() {
+            let hit = attempt
+                .reports
+                .iter()
+                .find_map(|r| r.crash_message.as_deref())
+                .and_then(|m| m.lines().next())
+                .unwrap_or("failed");
+            w.write_line(&format!("  attempt {}: {hit}", n + 1), Style::PLAIN);
         }
     }
 }
