@@ -100,6 +100,8 @@ struct Slot {
     generation: u32,
     consecutive_crashes: u32,
     disabled: bool,
+    /// The worker was told to exit: a clean exit then is no crash.
+    exit_sent: bool,
 }
 
 impl Slot {
@@ -813,9 +815,10 @@ impl Run {
 
     /// Every test has a result: ask the processes to exit, then wait for them.
     fn stop_gracefully(&mut self) {
-        for state in &self.slots {
+        for state in &mut self.slots {
             if let Some(tx) = &state.tx {
                 let _ = tx.send(ToPython::Exit);
+                state.exit_sent = true;
             }
         }
         self.stopping = Some(Instant::now());
@@ -849,6 +852,13 @@ impl Run {
             state.queued.remove(pos);
         }
         state.consecutive_crashes = 0;
+        if self.dispatch_stopped() {
+            // The worker had already started its next test when the stop reached it: that
+            // test ran after all.
+            if let Some(pos) = self.summary.not_run.iter().position(|t| t == &done.id) {
+                self.summary.not_run.swap_remove(pos);
+            }
+        }
         let outcome = Outcome::from_reports(&done.reports);
         let verdict = done.retry.as_ref().map(|v| (v.eligible, v.reruns, v.delay));
         self.finish_attempt(
@@ -990,6 +1000,7 @@ impl Run {
             if let Some(tx) = &state.tx {
                 // The worker ends the test it runs, starts nothing else, and exits.
                 let _ = tx.send(ToPython::Exit);
+                state.exit_sent = true;
             }
         }
         self.early_stop = Some(Instant::now());
@@ -1027,7 +1038,11 @@ impl Run {
             state.conn = None;
             state.pid = None;
         }
-        let stopped_by_us = matches!(kill, Some((KillReason::Shutdown, _, _)));
+        let exit_sent = std::mem::take(&mut self.slots[slot].exit_sent);
+        // Told to exit, the worker ends the test it runs (its result arrives on its own
+        // connection) or exits before starting the one we counted as running.
+        let stopped_by_us = matches!(kill, Some((KillReason::Shutdown, _, _)))
+            || (exit_sent && code == Some(0) && signal.is_none());
         if let Some(running) = running.as_ref().filter(|_| stopped_by_us) {
             // Stopped after -x/--maxfail's grace, or by a signal: not a result of the test.
             self.summary.not_run.push(running.id.clone());
