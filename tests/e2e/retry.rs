@@ -247,8 +247,14 @@ impl Pair {
         }
         assert!(
             problems.is_empty(),
-            "final outcomes differ (last rerunfailures testcase vs shardex's one):\n{}\n{}",
+            "final outcomes differ (last rerunfailures testcase vs shardex's one):\n{}{}\n{}",
             problems.join("\n"),
+            if subset {
+                "\n(after an early stop, a test whose retry was cancelled did not use up its \
+                 retries: it is not run, not a <failure>)"
+            } else {
+                ""
+            },
             self.both()
         );
     }
