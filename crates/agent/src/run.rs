@@ -890,16 +890,25 @@ impl Run {
             junit,
         } = attempt;
         let failed = outcome.is_failure();
+        let mut cancelled = false;
         let retry = match verdict {
-            Some((eligible, reruns, delay)) if failed && !self.dispatch_stopped() => self
-                .retry_book
-                .grant(&id, eligible, reruns)
-                .then_some(delay),
+            Some((eligible, reruns, delay)) if failed => {
+                if self.dispatch_stopped() {
+                    // The run is stopping: no retry starts, but a test with retries left
+                    // did not fail for good: it is not run, not a hard failure.
+                    cancelled = eligible && self.retry_book.attempts(&id) < reruns;
+                    None
+                } else {
+                    self.retry_book
+                        .grant(&id, eligible, reruns)
+                        .then_some(delay)
+                }
+            }
             _ => None,
         };
-        let will_retry = retry.is_some();
-        let attempt_index = self.retry_book.attempts(&id) - u32::from(will_retry);
-        if let Some(delay) = retry {
+        let will_retry = retry.is_some() || cancelled;
+        let attempt_index = self.retry_book.attempts(&id) - u32::from(retry.is_some());
+        if will_retry {
             for report in reports.iter_mut().filter(|r| r.outcome == "failed") {
                 report.category = "rerun".into();
                 report.letter = "R".into();
@@ -909,7 +918,10 @@ impl Run {
                 .entry(id.clone())
                 .or_default()
                 .push(junit);
-            self.schedule_retry(id.clone(), slot, delay);
+            match retry {
+                Some(delay) => self.schedule_retry(id.clone(), slot, delay),
+                None => self.summary.not_run.push(id.clone()),
+            }
         } else {
             let junit = match self.attempt_junit.remove(&id) {
                 Some(mut parts) => {
@@ -972,7 +984,7 @@ impl Run {
         let target = idle_other.unwrap_or(failed_on);
         let estimate = self.estimates.get(&id).copied().unwrap_or(0.0);
         if let Some(scheduler) = self.scheduler.as_mut() {
-            scheduler.push_front(WorkerId(target), vec![SchedTest { id, estimate }]);
+            scheduler.push_next(WorkerId(target), SchedTest { id, estimate });
         }
         self.finished_dispatch = false;
         self.fill(target);
@@ -1373,13 +1385,10 @@ impl Run {
         if let Some(session) = self.summary.session.as_mut() {
             session.maxfail = maxfail;
         }
-        // Tests whose retry never ran (the run stopped first): their failed attempts are
-        // their result in the report.
-        for (id, parts) in std::mem::take(&mut self.attempt_junit) {
-            let index = self.order.get(&id).copied().unwrap_or(usize::MAX);
-            self.junit_tests
-                .push((index, merge_attempts(&parts, false)));
-        }
+        // A test whose retry never ran (the run stopped first) has no final result: like
+        // every test the stop left unrun it is counted as not run, and it gets no testcase
+        // (its failed attempts show as reruns in the terminal).
+        self.attempt_junit.clear();
         // Deterministic output: results in collection order, not completion order.
         let order = &self.order;
         self.summary

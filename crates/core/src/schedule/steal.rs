@@ -254,6 +254,16 @@ impl Scheduler {
         }
     }
 
+    /// A test to run next on `worker` (a retry): at the front of its deque and served
+    /// before the shared pool, like a unit the worker has started.
+    pub fn push_next(&mut self, worker: WorkerId, test: SchedTest) {
+        let w = self.slot(worker);
+        self.push_front(worker, vec![test]);
+        if let Some(head) = self.deques[w].units.front_mut() {
+            head.started = true;
+        }
+    }
+
     /// `worker` stopped for good or for now (crashed, disabled): the unit it had started
     /// may be stolen whole by another worker. In `LoadScope`/`LoadFile`, call it when a
     /// worker dies with nothing to push back, or the rest of its unit waits for that slot.
@@ -412,6 +422,32 @@ fn runs_of_file(items: Vec<Item>) -> Vec<Unit> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn push_next_comes_before_the_pool() {
+        let tests: Vec<SchedTest> = (0..6)
+            .map(|i| SchedTest {
+                id: TestId::new(format!("t{i}.py::x")),
+                estimate: 1.0,
+            })
+            .collect();
+        let unknown = vec![true; tests.len()];
+        let mut s = Scheduler::with_unknown(tests, 1, DistMode::Load, &unknown);
+        let first = s.next_for(WorkerId(0)).unwrap();
+        s.push_next(
+            WorkerId(0),
+            SchedTest {
+                id: first.clone(),
+                estimate: 1.0,
+            },
+        );
+        assert_eq!(s.next_for(WorkerId(0)), Some(first));
+        let mut rest = 0;
+        while s.next_for(WorkerId(0)).is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 5);
+    }
+
     use super::*;
 
     fn tests(spec: &[(&str, f64)]) -> Vec<SchedTest> {
