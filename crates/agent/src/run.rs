@@ -140,6 +140,9 @@ struct Run {
     early_stop: Option<Instant>,
     hard_failures: u32,
     retry_book: RetryBook,
+    /// Tests the scheduler handed out as risky (long, or of unknown length): a worker holds
+    /// one at a time from the shared pool.
+    risky: HashSet<TestId>,
     /// JUnit of failed attempts that were retried, until the test's final attempt.
     attempt_junit: HashMap<TestId, Vec<JunitPart>>,
     /// Retries waiting out `--reruns-delay`: (due, test, worker it failed on).
@@ -227,6 +230,7 @@ pub async fn execute(
         early_stop: None,
         hard_failures: 0,
         retry_book: RetryBook::new(None),
+        risky: HashSet::new(),
         attempt_junit: HashMap::new(),
         delayed: Vec::new(),
         finished_dispatch: false,
@@ -770,8 +774,26 @@ impl Run {
             && (have(state) < 2
                 || (have(state) < MAX_PREFETCH && prefetched(&state.queued) < PREFETCH_SECS))
         {
-            match scheduler.next_for(WorkerId(slot)) {
-                Some(id) => {
+            let risky_in_flight = state
+                .running
+                .iter()
+                .map(|r| &r.id)
+                .chain(&state.queued)
+                .any(|id| self.risky.contains(id));
+            // Rather a second risky test than none: with nothing queued the worker would
+            // have to run its test with nextitem=None, tearing down session fixtures.
+            let next = scheduler
+                .next_for_opts(WorkerId(slot), !risky_in_flight)
+                .or_else(|| {
+                    risky_in_flight
+                        .then(|| scheduler.next_for_opts(WorkerId(slot), true))
+                        .flatten()
+                });
+            match next {
+                Some((id, risky)) => {
+                    if risky {
+                        self.risky.insert(id.clone());
+                    }
                     state.queued.push_back(id.clone());
                     batch.push(id);
                 }
@@ -785,7 +807,7 @@ impl Run {
             self.promote(slot);
         }
         let state = &mut self.slots[slot];
-        let Some(scheduler) = self.scheduler.as_mut() else {
+        let Some(scheduler) = self.scheduler.as_ref() else {
             return;
         };
         if !scheduler.has_work_for(WorkerId(slot)) && !state.flushed {

@@ -187,10 +187,28 @@ impl Scheduler {
     /// started (ask again after `push_front` or `release`; see `has_work_for`). A worker id
     /// beyond the count given to `new` is a new worker with an empty deque.
     pub fn next_for(&mut self, worker: WorkerId) -> Option<TestId> {
+        self.next_for_opts(worker, true).map(|(id, _)| id)
+    }
+
+    /// `next_for`, with whether the test is risky: heavy (long) or unknown (its length is a
+    /// guess). With `allow_risky` false a risky pool unit is passed over: a worker that
+    /// already has one running or queued must not take a second behind it (it would stack
+    /// them while other workers go idle).
+    pub fn next_for_opts(&mut self, worker: WorkerId, allow_risky: bool) -> Option<(TestId, bool)> {
         let w = self.slot(worker);
         let own = &self.deques[w];
         let in_unit = own.units.front().is_some_and(|u| u.started);
-        if !in_unit && !self.pool.units.is_empty() {
+        let urgent = own.units.front().is_some_and(|u| u.urgent);
+        let pool_ok = !urgent
+            && self
+                .pool
+                .units
+                .front()
+                .is_some_and(|u| allow_risky || !(u.heavy || u.unknown));
+        // In `Load` a started unit is only affinity: tests of unknown length in the pool go
+        // first (one may be long; it must start early). Scopes and files must stay whole.
+        let pool_unknown = self.pool.units.front().is_some_and(|u| u.unknown);
+        if pool_ok && (!in_unit || (self.mode == DistMode::Load && pool_unknown)) {
             let unit = self.pool.pop_front().expect("pool is not empty");
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
@@ -200,10 +218,14 @@ impl Scheduler {
                 self.deques[w].push_back(unit);
             }
         }
+        let risky = self.deques[w]
+            .units
+            .front()
+            .is_some_and(|u| u.heavy || u.unknown);
         let item = self.deques[w].pop_test()?;
         self.len -= 1;
         self.micros -= item.micros;
-        Some(item.id)
+        Some((item.id, risky))
     }
 
     /// Puts tests back at the front of `worker`'s deque (retracted from it, or left
@@ -258,10 +280,17 @@ impl Scheduler {
     /// before the shared pool, like a unit the worker has started.
     pub fn push_next(&mut self, worker: WorkerId, test: SchedTest) {
         let w = self.slot(worker);
-        self.push_front(worker, vec![test]);
-        if let Some(head) = self.deques[w].units.front_mut() {
-            head.started = true;
-        }
+        let item = Item {
+            micros: to_micros(test.estimate),
+            id: test.id,
+        };
+        let key = item.id.file().to_owned();
+        let mut unit = Unit::new(key, 0, VecDeque::from([item]));
+        unit.started = true;
+        unit.urgent = true;
+        self.len += 1;
+        self.micros += unit.micros;
+        self.deques[w].push_front(unit);
     }
 
     /// `worker` stopped for good or for now (crashed, disabled): the unit it had started

@@ -14,6 +14,9 @@ use super::steal::{DistMode, SchedTest};
 /// most a worker's share (total estimate / workers) divided by this.
 pub(super) const CHUNKS_PER_SHARE: u64 = 2;
 
+/// Unknown tests are cut into at least this many pieces per worker (see `form_units`).
+const UNKNOWN_PIECES_PER_WORKER: usize = 4;
+
 /// A unit estimated at a share / `HEAVY_PER_SHARE` or more is "heavy": it goes to the
 /// shared pool, longest first, so long tests start early on whichever worker is free and a
 /// wrong estimate cannot stack two of them on one worker. In `Load` a heavy unit is a
@@ -59,6 +62,8 @@ pub(super) struct Unit {
     pub heavy: bool,
     /// Holds tests without a recorded time: goes to the pool, to run early.
     pub unknown: bool,
+    /// Runs next on its worker, before the pool (a retry).
+    pub urgent: bool,
 }
 
 impl Unit {
@@ -72,6 +77,7 @@ impl Unit {
             order,
             heavy: false,
             unknown: false,
+            urgent: false,
         }
     }
 
@@ -119,7 +125,15 @@ pub(super) fn form_units(
     let cap = (share / CHUNKS_PER_SHARE).max(1);
     let heavy_cap = (share / HEAVY_PER_SHARE).max(1);
     let units = match mode {
-        DistMode::Load => load_chunks(items, unknown, cap, heavy_cap),
+        DistMode::Load => {
+            // A guessed estimate can hide a long test anywhere in a file: hand unknown tests
+            // out in pieces small enough that every worker gets some early (a long one
+            // then starts early, whatever its place), large enough to keep file affinity
+            // when most of the suite is new.
+            let guessed = unknown.iter().filter(|&&u| u).count();
+            let max_guessed_len = (guessed / (UNKNOWN_PIECES_PER_WORKER * workers.max(1))).max(1);
+            load_chunks(items, unknown, cap, heavy_cap, max_guessed_len)
+        }
         // Whole scopes and files mix known and guessed tests: ordering them by size (LPT)
         // matters more than running the guesses early, so `unknown` is not used.
         DistMode::LoadScope | DistMode::LoadFile => {
@@ -173,7 +187,13 @@ pub(super) fn group_by_key(items: Vec<Item>, mode: DistMode, order_base: usize) 
 /// at most about `cap` (balanced, not greedy, so no tiny leftovers). Tests without a
 /// recorded time: all of one file together, cut the same way (they go to the pool, and
 /// new tests tend to come by the file). Heavy tests are alone either way.
-fn load_chunks(items: Vec<Item>, unknown: &[bool], cap: u64, heavy_cap: u64) -> Vec<Unit> {
+fn load_chunks(
+    items: Vec<Item>,
+    unknown: &[bool],
+    cap: u64,
+    heavy_cap: u64,
+    max_guessed_len: usize,
+) -> Vec<Unit> {
     let mut units = Vec::new();
     let mut segment: Vec<(usize, Item)> = Vec::new();
     let mut guessed: Vec<(usize, Item)> = Vec::new();
@@ -216,7 +236,11 @@ fn load_chunks(items: Vec<Item>, unknown: &[bool], cap: u64, heavy_cap: u64) -> 
                 rest.push((pos, item));
             }
         }
-        cut_segment(&mut rest, cap, &mut units);
+        while !rest.is_empty() {
+            let n = max_guessed_len.min(rest.len());
+            let mut piece: Vec<(usize, Item)> = rest.drain(..n).collect();
+            cut_segment(&mut piece, cap, &mut units);
+        }
         for unit in &mut units[start..] {
             unit.unknown = true;
         }
@@ -372,7 +396,7 @@ mod tests {
             ("a.py::t5", 2.0),
             ("a.py::t6", 0.5),
         ]);
-        let units = load_chunks(items(&input), &[], 2_000_000, 2_000_000);
+        let units = load_chunks(items(&input), &[], 2_000_000, 2_000_000, usize::MAX);
         assert_eq!(
             shape(&units),
             vec![
@@ -449,7 +473,8 @@ mod tests {
     #[test]
     fn unknown_tests_are_pooled_first() {
         // 10.1 s on 1 worker: heavy from 0.63 s. Unknown tests of a file are chunked
-        // together, apart from the known ones.
+        // together, apart from the known ones, in pieces of at most
+        // unknown / (UNKNOWN_PIECES_PER_WORKER * workers) tests: 4 / 4 = 1 here.
         let input = tests(&[
             ("a.py::t1", 0.5),
             ("a.py::new1", 0.1),
@@ -468,7 +493,9 @@ mod tests {
         assert_eq!(
             shape(&formed.pooled),
             vec![
-                vec!["a.py::new1", "a.py::new2", "a.py::new3"],
+                vec!["a.py::new1"],
+                vec!["a.py::new2"],
+                vec!["a.py::new3"],
                 vec!["c.py::new"],
                 vec!["b.py::big"]
             ]
@@ -488,7 +515,7 @@ mod tests {
             ("c.py::t2", 0.5),
             ("d.py::t1", 1.5),
         ]);
-        let mut runs = load_chunks(items(&input), &[], 1, 5_000_000);
+        let mut runs = load_chunks(items(&input), &[], 1, 5_000_000, usize::MAX);
         runs.retain(|u| !u.heavy);
         // 7 s of light tests: 3.5 s each; b.py::t1's midpoint (2.75 s) is in the first
         // half. Each range lists its runs by their longest test.
