@@ -21,16 +21,7 @@ PG_OS_USER=shardexpg
 log() { printf 'pg.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-find_pg_bin() {
-    local d
-    if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
-        dirname "$(readlink -f "$(command -v pg_ctl)")"; return 0
-    fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [[ -x "$d/initdb" && -x "$d/pg_ctl" ]]; then echo "$d"; return 0; fi
-    done
-    return 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cmd="${1:-}"
 case "$cmd" in

@@ -50,16 +50,7 @@ else
 fi
 
 # ---------------------------------------------------------------- PostgreSQL
-find_pg_bin() {
-    local d
-    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
-        dirname "$(readlink -f "$(command -v pg_ctl)")"; return 0
-    fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [[ -x "$d/initdb" && -x "$d/pg_ctl" ]]; then echo "$d"; return 0; fi
-    done
-    return 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [[ "${SHARDEX_SKIP_PG_INSTALL:-0}" == 1 ]]; then
     log "PostgreSQL: skipped (SHARDEX_SKIP_PG_INSTALL=1; only the Django tests need it)"

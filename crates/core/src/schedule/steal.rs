@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use crate::test_id::{TestId, WorkerId};
 
 use super::plan::lpt_partition;
-use super::units::{contiguous_ranges, form_units, group_by_key, key_of, to_micros, Item, Unit};
+use super::units::{contiguous_ranges, form_units, group_by_key, key_of, Item, Unit};
 
 /// xdist's `--dist` modes that shardex honours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -238,13 +238,7 @@ impl Scheduler {
         if tests.is_empty() {
             return;
         }
-        let items: Vec<Item> = tests
-            .into_iter()
-            .map(|t| Item {
-                micros: to_micros(t.estimate),
-                id: t.id,
-            })
-            .collect();
+        let items: Vec<Item> = tests.into_iter().map(Item::from).collect();
         let mode = self.mode;
         let mut units = match mode {
             DistMode::Load => runs_of_file(items),
@@ -280,10 +274,7 @@ impl Scheduler {
     /// before the shared pool, like a unit the worker has started.
     pub fn push_next(&mut self, worker: WorkerId, test: SchedTest) {
         let w = self.slot(worker);
-        let item = Item {
-            micros: to_micros(test.estimate),
-            id: test.id,
-        };
+        let item = Item::from(test);
         let key = item.id.file().to_owned();
         let mut unit = Unit::new(key, 0, VecDeque::from([item]));
         unit.started = true;

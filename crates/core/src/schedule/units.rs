@@ -46,6 +46,15 @@ pub(super) struct Item {
     pub micros: u64,
 }
 
+impl From<SchedTest> for Item {
+    fn from(test: SchedTest) -> Self {
+        Item {
+            micros: to_micros(test.estimate),
+            id: test.id,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Unit {
     /// What keeps the unit together: the file (`Load`, `LoadFile`) or the scope.
@@ -113,13 +122,7 @@ pub(super) fn form_units(
     workers: usize,
     mode: DistMode,
 ) -> Formed {
-    let items: Vec<Item> = tests
-        .into_iter()
-        .map(|t| Item {
-            micros: to_micros(t.estimate),
-            id: t.id,
-        })
-        .collect();
+    let items: Vec<Item> = tests.into_iter().map(Item::from).collect();
     let total: u64 = items.iter().map(|i| i.micros).sum();
     let share = total / workers.max(1) as u64;
     let cap = (share / CHUNKS_PER_SHARE).max(1);
