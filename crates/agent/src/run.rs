@@ -534,6 +534,14 @@ impl Run {
             FromPython::Session(info) => {
                 if self.session.is_none() {
                     self.emit(RunEvent::SessionStarted(info.clone()));
+                    if info.rerunfailures_installed && info.verbosity > 0 {
+                        self.emit(RunEvent::Note(
+                            "pytest-rerunfailures is installed: shardex runs the retries itself \
+                             (the plugin is disabled with -p no:rerunfailures; its flags, ini keys \
+                             and flaky marker are honoured)"
+                                .into(),
+                        ));
+                    }
                     self.session = Some(info);
                 }
             }

@@ -103,6 +103,9 @@ pub struct SessionInfo {
     pub fail_on_flaky: bool,
     #[serde(default)]
     pub max_suite_reruns: Option<u32>,
+    /// pytest-rerunfailures is installed (and disabled: shardex owns retries).
+    #[serde(default)]
+    pub rerunfailures_installed: bool,
 }
 
 /// pytest-rerunfailures' rules for one test (its `flaky` marker) or the whole run.

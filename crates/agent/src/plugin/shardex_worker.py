@@ -323,6 +323,15 @@ def _apply_retry_flags(config) -> None:
                 raise pytest.UsageError(f"invalid regular expression for {name}: {pattern!r} ({error})") from error
 
 
+def _rerunfailures_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("pytest_rerunfailures") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _getini(config, name):
     try:
         return config.getini(name)
@@ -624,6 +633,7 @@ class ShardexPlugin:
             "retry": _session_retry_rules(config),
             "fail_on_flaky": bool(getattr(config.option, "fail_on_flaky", False)),
             "max_suite_reruns": getattr(config.option, "max_suite_reruns", None),
+            "rerunfailures_installed": _rerunfailures_installed(),
         }
 
     # -- hooks ---------------------------------------------------------------
