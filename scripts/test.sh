@@ -32,7 +32,7 @@ export VIRTUAL_ENV="$REPO/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-$([[ -t 1 ]] && echo auto || echo never)}"
 
-failed=()
+failed_steps=()
 step() {
     local name="$1"; shift
     log "$name"
@@ -41,17 +41,25 @@ step() {
         printf 'test.sh: %s ok (%ss)\n' "$name" "$((SECONDS - start))" >&2
     else
         printf 'test.sh: %s FAILED (exit %s, %ss)\n' "$name" "$?" "$((SECONDS - start))" >&2
-        failed+=("$name")
+        failed_steps+=("$name")
     fi
 }
 
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test" cargo test --workspace --no-fail-fast
+# --all-targets: unit, integration and e2e tests (there are no doc-tests to run).
+test_log="$(mktemp)"
+run_tests() { cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
+step "cargo test" run_tests
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$test_log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$test_log"
 
-if ((${#failed[@]})); then
-    log "FAILED: ${failed[*]}"
+if ((${#failed_steps[@]})); then
+    log "FAILED: ${failed_steps[*]}"
+    echo "tests: $passed passed, $failed failed"
     exit 1   # never pass through a tool's own status (e.g. pytest's 5 or cargo's 101)
 fi
 log "all passed"
+echo "tests: $passed passed, $failed failed"
 exit 0
