@@ -40,8 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=8)
     ap.add_argument("--xdist", action="store_true")
-    ap.add_argument("rest", nargs=argparse.REMAINDER, help="extra shardex options")
-    a = ap.parse_args()
+    a, rest = ap.parse_known_args()  # the rest: extra shardex options
     tmp = Path(tempfile.mkdtemp(prefix="shardex-spans-"))
     try:
         suite = tmp / "skewed"
@@ -51,7 +50,7 @@ def main() -> int:
         env = bench.base_env()
         env["BENCH_SPANS"] = str(spans)
         pyt = [bench.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        shx = [bench.SHARDEX, "run", "-n", str(a.n), "-q", "-p", "no:cacheprovider", *a.rest]
+        shx = [bench.SHARDEX, "run", "-n", str(a.n), "-q", "-p", "no:cacheprovider", *rest]
         cmd = [*pyt, "-n", str(a.n), "--dist", "worksteal"] if a.xdist else shx
         if not a.xdist:
             subprocess.run(["timeout", "120", *shx], cwd=suite, env=env, capture_output=True)
