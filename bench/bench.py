@@ -64,6 +64,8 @@ class Run:
     err: str
     leaked: int = 0
     ok: bool = True
+    # First test start to last test end, from the tests' own timestamps (skewed suite).
+    span: float | None = None
 
     def passed(self) -> int | None:
         m = re.findall(r"(\d+) passed", self.out)
@@ -215,6 +217,9 @@ class Variant:
     def walls(self) -> list[float]:
         return [r.wall for r in self.runs if r.ok]
 
+    def spans(self) -> list[float]:
+        return [r.span for r in self.runs if r.ok and r.span is not None]
+
 
 def cpu_busy(interval: float = 1.0) -> float:
     """Fraction of all CPUs busy over `interval` seconds (from /proc/stat)."""
@@ -255,8 +260,14 @@ def measure(variants: list[Variant], reps: int) -> None:
         for v in variants:
             if v.before:
                 v.before()
+            span_file = (v.env or {}).get("BENCH_SPAN_FILE")
+            if span_file:
+                Path(span_file).unlink(missing_ok=True)
             r = run(f"{v.name} (rep {rep + 1})", v.cmd, v.cwd, v.limit, v.env)
             r.ok = check(r, v.expect_passed, v.expect_collected)
+            if span_file and Path(span_file).exists():
+                spans = [tuple(map(float, line.split())) for line in Path(span_file).read_text().split("\n") if line]
+                r.span = max(e for _, e in spans) - min(b for b, _ in spans)
             v.runs.append(r)
             log(f"  {v.name}: {r.wall:.2f}s rc={r.rc}" + ("" if r.ok else "  <-- ANOMALY"))
 
@@ -285,6 +296,7 @@ def gen_skewed(root: Path) -> dict[str, float]:
     order (in the middle of files 9, 11, 12 and 14). Returns nodeid -> nominal seconds."""
     root.mkdir(parents=True)
     (root / "pytest.ini").write_text(PYTEST_INI)
+    (root / "conftest.py").write_text(SPAN_CONFTEST)
     rng = random.Random(20261126)
     shorts = [round(rng.uniform(0.005, 0.040), 3) for _ in range(N_SHORT)]
     per = N_SHORT // N_FILES
@@ -302,6 +314,26 @@ def gen_skewed(root: Path) -> dict[str, float]:
             durations[f"test_k{f:02d}.py::{name}"] = d
         (root / f"test_k{f:02d}.py").write_text("".join(lines))
     return durations
+
+
+# Each test's call phase appends "start end" to $BENCH_SPAN_FILE: the makespan of the test
+# execution itself, whatever the tool's start-up costs.
+SPAN_CONFTEST = '''\
+import os
+import time
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    start = time.time()
+    yield
+    path = os.environ.get("BENCH_SPAN_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{start!r} {time.time()!r}\\n")
+'''
 
 
 TTFR_CONFTEST = '''\
@@ -453,14 +485,15 @@ def main() -> int:
             run("warm-up plain skewed", pyt, skew, 120)
             run("warm-up shardex skewed", [*shx, "-n", "4", "-q", "-p", "no:cacheprovider"], skew, 120)
             rows = {}
+            span_env = {"BENCH_SPAN_FILE": str(tmp / "spans.txt")}
             for w in (4, 8):
                 vs = [
-                    Variant(f"xdist -n {w} load", [*pyt, "-n", str(w), "--dist", "load"], skew, n_skew, limit=120),
-                    Variant(f"xdist -n {w} worksteal", [*pyt, "-n", str(w), "--dist", "worksteal"], skew, n_skew, limit=120),
-                    Variant(f"shardex -n {w} accurate (store)", [*shx, "-n", str(w), "-q", "-p", "no:cacheprovider"], skew, n_skew, limit=120),
+                    Variant(f"xdist -n {w} load", [*pyt, "-n", str(w), "--dist", "load"], skew, n_skew, limit=120, env=span_env),
+                    Variant(f"xdist -n {w} worksteal", [*pyt, "-n", str(w), "--dist", "worksteal"], skew, n_skew, limit=120, env=span_env),
+                    Variant(f"shardex -n {w} accurate (store)", [*shx, "-n", str(w), "-q", "-p", "no:cacheprovider"], skew, n_skew, limit=120, env=span_env),
                     Variant(f"shardex -n {w} stale (--timings, --no-timing-store)",
                             [*shx, "-n", str(w), "--timings", str(stale_path), "--no-timing-store", "-q", "-p", "no:cacheprovider"],
-                            skew, n_skew, limit=120),
+                            skew, n_skew, limit=120, env=span_env),
                 ]
                 measure(vs, reps)
                 lb = max(total / w, longest)
@@ -469,11 +502,13 @@ def main() -> int:
                 f"## 2. Skewed sleeping suite ({n_skew} tests in {N_FILES} files: {N_SHORT} of 5–40 ms + sleeps of "
                 f"{', '.join(f'{x:g}' for x in LONG)} s placed late in collection order; total {total:.2f} s)",
                 "",
-                "Makespan = wall-clock of the whole command (start-up included, nothing subtracted); "
+                "Makespan = first test start to last test end, from the tests' own timestamps (the "
+                "issue's measure: start-up excluded); wall = the whole command, start-up included. "
                 "LB = max(total / W, longest).",
                 "",
-                f"| Variant | W=4 wall s | W=4 / LB ({rows[4][0]:.2f} s) | W=8 wall s | W=8 / LB ({rows[8][0]:.2f} s) | Target |",
-                "|---|---:|---:|---:|---:|---:|",
+                f"| Variant | W=4 makespan s | W=4 / LB ({rows[4][0]:.2f} s) | W=4 wall s | "
+                f"W=8 makespan s | W=8 / LB ({rows[8][0]:.2f} s) | W=8 wall s | Target (makespan / LB) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
             ]
             targets = ["", "", "≤ 1.10", "≤ 1.15"]
             for i, name in enumerate(["xdist load", "xdist worksteal", "shardex, accurate timings (store from a previous run)",
@@ -481,8 +516,8 @@ def main() -> int:
                 cells = []
                 for w in (4, 8):
                     lb, vs = rows[w]
-                    m = med(vs[i].walls())
-                    cells += [f"{fmt(m)} [{spread(vs[i].walls())}]", ratio(m, lb)]
+                    m = med(vs[i].spans())
+                    cells += [f"{fmt(m)} [{spread(vs[i].spans())}]", ratio(m, lb), fmt(med(vs[i].walls()))]
                 out.append(f"| {name} | {' | '.join(cells)} | {targets[i]} |")
             scaled = ", ".join(f"{k.split('::')[1]} {v}" for k, v in long_scaled.items())
             out += ["", f"Stale file: {len(stale)} of {n_skew} tests; missing long tests: {long_missing or 'none'}; "

@@ -205,10 +205,10 @@ impl Scheduler {
                 .units
                 .front()
                 .is_some_and(|u| allow_risky || !(u.heavy || u.unknown));
-        // In `Load` a started unit is only affinity: tests of unknown length in the pool go
-        // first (one may be long; it must start early). Scopes and files must stay whole.
-        let pool_unknown = self.pool.units.front().is_some_and(|u| u.unknown);
-        if pool_ok && (!in_unit || (self.mode == DistMode::Load && pool_unknown)) {
+        // In `Load` a started unit is only affinity: the pool's long tests and tests of
+        // unknown length go first (they decide the makespan and must start early). Scopes
+        // and files must stay whole.
+        if pool_ok && (!in_unit || self.mode == DistMode::Load) {
             let unit = self.pool.pop_front().expect("pool is not empty");
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
