@@ -392,7 +392,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 repetition of everything")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the generated suites")
-    ap.add_argument("--sections", default="1,2,3,4,5")
+    ap.add_argument("--sections", default="1,2,3,4,5,6")
     args = ap.parse_args()
     reps = args.reps or (1 if args.quick else 5)
     sections = {int(s) for s in args.sections.split(",")}
@@ -649,6 +649,43 @@ def main() -> int:
             ]
             if rejected:
                 out += [f"`--reruns 3` was rejected or failed (exit {probe.rc}): {tail}", ""]
+        # ------------------------------------------------------------- 6. early stop
+        if 6 in sections:
+            log("6. -x on 200 short tests, the 6th fails")
+            stop_suite = tmp / "stop"
+            shutil.copytree(REPO / "fixtures" / "stop", stop_suite)
+            stop_log = tmp / "stop.log"
+            stop_env = {"STOP_LOG": str(stop_log)}
+            rows6 = []
+            for name, cmd in (
+                ("`pytest -n 4 -x` (xdist)", [*pyt, "-n", "4", "-x"]),
+                ("`shardex run -n 4 -x`", [*shx, "-n", "4", "-x", "-q", "-p", "no:cacheprovider"]),
+            ):
+                late, delay, codes = [], [], []
+                for rep in range(reps):
+                    wait_quiet()
+                    stop_log.unlink(missing_ok=True)
+                    r = run(f"{name} (rep {rep + 1})", cmd, stop_suite, 120, stop_env)
+                    codes.append(r.rc)
+                    events = [line.split() for line in stop_log.read_text().splitlines() if line.strip()]
+                    fails = [float(e[2]) for e in events if e[0] == "fail"]
+                    if not fails:
+                        anomalies.append(f"{r.label}: no failure logged")
+                        continue
+                    t_fail = min(fails)
+                    late.append(sum(1 for e in events if e[0] == "start" and float(e[2]) > t_fail))
+                    delay.append(r.start_epoch + r.wall - t_fail)
+                rows6.append((name, med([float(x) for x in late]), med(delay), sorted(set(codes), key=str)))
+            out += [
+                "## 6. Early stop (`fixtures/stop`: 200 tests of 10 ms, `test_a[5]`, 6th in collection order, always fails)",
+                "",
+                "| Variant | Tests started after the hard failure | Failure to exit s | Exit code | Target |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for name, late_m, delay_m, codes in rows6:
+                target = "≤ 4 tests; ≤ 0.5 s + grace needed; exit 1" if "shardex" in name else ""
+                out.append(f"| {name} | {fmt(late_m, 0)} | {fmt(delay_m)} | {', '.join(map(str, codes))} | {target} |")
+            out.append("")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
