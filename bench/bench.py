@@ -699,7 +699,7 @@ def main() -> int:
     if anomalies:
         out += ["## Anomalies", ""] + [f"- {a}" for a in anomalies] + [""]
     else:
-        out += ["No anomalies: every command exited 0 with the expected test count, and no process outlived its command.", ""]
+        out += ["No anomalies: every command exited as expected (0; 1 or 2 under -x) with the expected test count, and no process outlived its command.", ""]
     text = "\n".join(out)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
