@@ -797,6 +797,7 @@ impl Run {
                         .then(|| scheduler.next_for_opts(WorkerId(slot), true))
                         .flatten()
                 });
+            tracing::debug!(slot, risky_in_flight, have = have(state), next = ?next, "fill");
             match next {
                 Some((id, risky)) => {
                     if risky {

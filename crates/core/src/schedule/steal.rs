@@ -88,6 +88,7 @@ impl Deque {
         let unit = self.units.front_mut()?;
         let item = unit.items.pop_front().expect("units are never empty");
         unit.started = true;
+        unit.last_scope = Some(item.id.scope().to_owned());
         unit.micros -= item.micros;
         if unit.items.is_empty() {
             self.units.pop_front();
@@ -206,9 +207,17 @@ impl Scheduler {
                 .front()
                 .is_some_and(|u| allow_risky || !(u.heavy || u.unknown));
         // In `Load` a started unit is only affinity: the pool's long tests and tests of
-        // unknown length go first (they decide the makespan and must start early). Scopes
-        // and files must stay whole.
-        if pool_ok && (!in_unit || self.mode == DistMode::Load) {
+        // unknown length go first (they decide the makespan and must start early), but never
+        // inside a class, which runs uninterrupted as in plain pytest. In the other modes
+        // scopes and files stay whole.
+        // Never inside a class (its class-scoped fixtures would be set up twice in this
+        // worker); between module-level tests a module fixture may be set up again, as with
+        // xdist's load.
+        let at_scope_boundary = own.units.front().is_some_and(|u| {
+            let next = u.items.front().map(|i| i.id.scope());
+            u.last_scope.as_deref() != next || next.is_some_and(|scope| !scope.contains("::"))
+        });
+        if pool_ok && (!in_unit || (self.mode == DistMode::Load && at_scope_boundary)) {
             let unit = self.pool.pop_front().expect("pool is not empty");
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
@@ -442,6 +451,36 @@ fn runs_of_file(items: Vec<Item>) -> Vec<Unit> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pool_cuts_in_only_between_scopes() {
+        // One worker, known light tests of a class, then an unknown test (pooled) that
+        // arrives while the class runs: it waits for the class to end.
+        let ids = [
+            "m.py::TestC::test_a",
+            "m.py::TestC::test_b",
+            "m.py::TestC::test_c",
+            "m.py::test_after",
+            "n.py::test_new",
+        ];
+        let tests: Vec<SchedTest> = ids
+            .iter()
+            .map(|id| SchedTest {
+                id: TestId::new(*id),
+                estimate: 0.01,
+            })
+            .collect();
+        let unknown = [false, false, false, false, true];
+        let mut s = Scheduler::with_unknown(tests, 1, DistMode::Load, &unknown);
+        let order: Vec<String> =
+            std::iter::from_fn(|| s.next_for(WorkerId(0)).map(|t| t.to_string())).collect();
+        // The pool goes first (unknown), or right after the class: never inside it.
+        let class: Vec<usize> = (0..3)
+            .map(|i| order.iter().position(|o| o == ids[i]).unwrap())
+            .collect();
+        assert_eq!(class[1], class[0] + 1, "{order:?}");
+        assert_eq!(class[2], class[1] + 1, "{order:?}");
+    }
+
     #[test]
     fn push_next_comes_before_the_pool() {
         let tests: Vec<SchedTest> = (0..6)

@@ -73,6 +73,9 @@ pub(super) struct Unit {
     pub unknown: bool,
     /// Runs next on its worker, before the pool (a retry).
     pub urgent: bool,
+    /// Scope (`TestId::scope`) of the last test taken from it: the pool may cut in only
+    /// where the next test starts another scope, so a class's tests stay together.
+    pub last_scope: Option<String>,
 }
 
 impl Unit {
@@ -87,6 +90,7 @@ impl Unit {
             heavy: false,
             unknown: false,
             urgent: false,
+            last_scope: None,
         }
     }
 
