@@ -94,8 +94,6 @@ struct Slot {
     alive: bool,
     /// Spawn mode: the worker's collection arrived and matched.
     collected: bool,
-    /// Waiting for a fork/spawn to come up.
-    starting: bool,
     kill: Option<(KillReason, Instant, bool)>,
     generation: u32,
     consecutive_crashes: u32,
@@ -442,7 +440,6 @@ impl Run {
         state.generation += 1;
         state.pid = child.id();
         state.alive = true;
-        state.starting = true;
         state.collected = false;
         let owner = ProcOwner::Spawned {
             slot,
@@ -520,7 +517,6 @@ impl Run {
                 state.alive = true;
                 state.flushed = false;
                 if self.config.mode == WorkerMode::Fork {
-                    state.starting = false;
                     self.fill(index);
                 }
             }
@@ -589,17 +585,9 @@ impl Run {
                     }
                 }
             }
-            // Workers run their queue in order, so the agent knows which test runs (see
-            // `promote`); an explicit start needs nothing more.
-            FromPython::Start { .. } => {}
             FromPython::Done(done) => {
                 if let Some(ConnPeer::Worker(slot)) = peer {
                     self.on_done(slot, done);
-                }
-            }
-            FromPython::Retracted { ids } => {
-                if let Some(ConnPeer::Worker(slot)) = peer {
-                    self.requeue(slot, ids);
                 }
             }
             FromPython::Warning(warning) => {
@@ -654,7 +642,6 @@ impl Run {
                     });
                 }
                 self.slots[slot].collected = true;
-                self.slots[slot].starting = false;
                 self.fill(slot);
             }
             return Ok(());
@@ -731,7 +718,6 @@ impl Run {
             WorkerMode::Spawn => {
                 if let Some(ConnPeer::Worker(slot)) = peer {
                     self.slots[slot].collected = true;
-                    self.slots[slot].starting = false;
                     self.fill(slot);
                 }
             }
@@ -745,7 +731,6 @@ impl Run {
         };
         let state = &mut self.slots[slot];
         state.generation += 1;
-        state.starting = true;
         state.alive = true;
         state.pid = None;
         let _ = tx.send(ToPython::Fork {
@@ -1182,7 +1167,6 @@ impl Run {
             text: &text,
         }
         .to_part();
-        let head_line = shardex_core::junit::mangle_test_address(id.as_str())[1..].join(".");
         let report = PhaseReport {
             when: "call".into(),
             outcome: "failed".into(),
@@ -1191,7 +1175,8 @@ impl Run {
             word: "FAILED".into(),
             duration: elapsed,
             longrepr: Some(format!("{text}\n")),
-            head_line: Some(head_line),
+            // The reporter derives pytest's head line from the nodeid.
+            head_line: None,
             crash_message: Some(message.clone()),
             crash_line: Some(format!("{file}: {message}")),
             skip: None,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::test_id::TestId;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: no per-test `start` (the agent infers the running test from queue order), no
+/// `retract`/`retracted` (unused).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,15 +49,7 @@ pub enum FromPython {
         code: Option<i32>,
         signal: Option<i32>,
     },
-    /// Worker: the test began (its `nextitem` is now fixed).
-    Start {
-        id: TestId,
-    },
     Done(TestDone),
-    /// Worker: reply to `Retract`, the ids it removed from its queue.
-    Retracted {
-        ids: Vec<TestId>,
-    },
     Warning(WarningReport),
     /// The plugin hit an internal error; the text is a Python traceback.
     Fatal {
@@ -73,8 +67,6 @@ pub enum ToPython {
     Run { ids: Vec<TestId> },
     /// Worker: nothing more for now; run the last queued test with `nextitem=None`.
     Flush,
-    /// Worker: take these out of the local queue if not yet committed.
-    Retract { ids: Vec<TestId> },
     /// Finish the running test, tear down fixtures, exit.
     Exit,
 }

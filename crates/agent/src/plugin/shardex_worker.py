@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _MODE = os.environ.get("SHARDEX_MODE", "")
 _SOCKET = os.environ.get("SHARDEX_SOCKET", "")
@@ -976,14 +976,6 @@ class Worker:
             self.flushed = False
         elif t == "flush":
             self.flushed = True
-        elif t == "retract":
-            wanted = set(msg["ids"])
-            # The head of the queue may be some running test's nextitem: never retract it.
-            keep = self.queue[:1]
-            taken = [i for i in self.queue[1:] if i in wanted]
-            keep += [i for i in self.queue[1:] if i not in wanted]
-            self.queue = keep
-            self.plugin.channel.send({"t": "retracted", "ids": taken})
         elif t == "exit":
             self.exiting = True
 
