@@ -1,6 +1,7 @@
 //! What a run tells its caller as it goes (`RunEvent`) and at the end (`RunSummary`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shardex_core::protocol::{CollectProblem, PhaseReport, SessionInfo, WarningReport};
@@ -24,7 +25,8 @@ pub enum RunEvent {
         id: TestId,
         worker: WorkerId,
     },
-    TestFinished(TestResult),
+    /// Shared with the run's own record of results: no copy per test.
+    TestFinished(Arc<TestResult>),
     Warning(WarningReport),
     /// Something the user should know that is not a test result (a worker respawned...).
     Note(String),

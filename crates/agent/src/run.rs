@@ -130,6 +130,9 @@ struct Run {
     /// What each process reported while it collected, kept until its collection arrives.
     collecting: HashMap<ConnId, Collecting>,
     summary: RunSummary,
+    /// Finished attempts, shared with the `TestFinished` events; moved into the summary at
+    /// the end.
+    results: Vec<Arc<TestResult>>,
     junit_collect: Vec<JunitPart>,
     junit_tests: Vec<(usize, JunitPart)>,
     timings: TimingStore,
@@ -221,6 +224,7 @@ pub async fn execute(
         conns: HashMap::new(),
         collecting: HashMap::new(),
         summary: RunSummary::default(),
+        results: Vec::new(),
         junit_collect: Vec::new(),
         junit_tests: Vec::new(),
         timings,
@@ -963,8 +967,9 @@ impl Run {
             attempt: attempt_index,
             will_retry,
         };
-        self.emit(RunEvent::TestFinished(result.clone()));
-        self.summary.results.push(result);
+        let result = Arc::new(result);
+        self.emit(RunEvent::TestFinished(Arc::clone(&result)));
+        self.results.push(result);
         if failed && !will_retry {
             self.hard_failures += 1;
             let maxfail = self.effective_maxfail();
@@ -1397,6 +1402,12 @@ impl Run {
         let maxfail = self.effective_maxfail();
         self.summary.fail_on_flaky = self.config.retry.fail_on_flaky
             || self.session.as_ref().is_some_and(|s| s.fail_on_flaky);
+        // By now the reporter has nearly always dropped its references: no copy.
+        self.summary.results = self
+            .results
+            .drain(..)
+            .map(|r| Arc::try_unwrap(r).unwrap_or_else(|shared| (*shared).clone()))
+            .collect();
         self.summary.session = self.session.clone();
         if let Some(session) = self.summary.session.as_mut() {
             session.maxfail = maxfail;

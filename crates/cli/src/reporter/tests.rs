@@ -212,7 +212,8 @@ impl Run {
             id: result.id.clone(),
             worker: result.worker,
         });
-        self.events.push(RunEvent::TestFinished(result));
+        self.events
+            .push(RunEvent::TestFinished(std::sync::Arc::new(result)));
         self
     }
 
@@ -246,7 +247,7 @@ impl Run {
                     summary.deselected = *deselected;
                     summary.workers = *workers;
                 }
-                RunEvent::TestFinished(r) => summary.results.push(r.clone()),
+                RunEvent::TestFinished(r) => summary.results.push((**r).clone()),
                 RunEvent::Warning(w) => summary.warnings.push(w.clone()),
                 RunEvent::SessionStarted(_) | RunEvent::TestStarted { .. } | RunEvent::Note(_) => {}
             }
