@@ -34,6 +34,17 @@ impl TestId {
             None => self.file(),
         }
     }
+
+    /// The outermost class, as `file::Class`, or `None` for a module-level test. Class-scoped
+    /// fixtures of an outer class span its nested classes, so this is what must run
+    /// uninterrupted on a worker for them to be set up once.
+    pub fn top_class(&self) -> Option<&str> {
+        let base_end = self.0.find('[').unwrap_or(self.0.len());
+        let base = &self.0[..base_end];
+        let after_file = base.find("::")? + 2;
+        let class_end = after_file + base[after_file..].find("::")?;
+        Some(&self.0[..class_end])
+    }
 }
 
 impl fmt::Display for TestId {
@@ -77,20 +88,27 @@ mod tests {
     #[test]
     fn file_and_scope() {
         let cases = [
-            ("a/test_x.py::test_f", "a/test_x.py", "a/test_x.py"),
-            ("test_x.py::TestC::test_m", "test_x.py", "test_x.py::TestC"),
+            ("a/test_x.py::test_f", "a/test_x.py", "a/test_x.py", None),
+            (
+                "test_x.py::TestC::test_m",
+                "test_x.py",
+                "test_x.py::TestC",
+                Some("test_x.py::TestC"),
+            ),
             (
                 "test_x.py::TestC::TestN::test_m[1]",
                 "test_x.py",
                 "test_x.py::TestC::TestN",
+                Some("test_x.py::TestC"),
             ),
-            ("test_x.py::test_p[x::y]", "test_x.py", "test_x.py"),
-            ("test_x.py", "test_x.py", "test_x.py"),
+            ("test_x.py::test_p[x::y]", "test_x.py", "test_x.py", None),
+            ("test_x.py", "test_x.py", "test_x.py", None),
         ];
-        for (id, file, scope) in cases {
+        for (id, file, scope, class) in cases {
             let id = TestId::new(id);
             assert_eq!(id.file(), file, "{id}");
             assert_eq!(id.scope(), scope, "{id}");
+            assert_eq!(id.top_class(), class, "{id}");
         }
     }
 

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use crate::test_id::{TestId, WorkerId};
 
 use super::steal::{DistMode, SchedTest, Scheduler};
-use super::units::key_of;
+use super::units::{key_of, to_micros};
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -200,6 +200,44 @@ fn assert_units_contiguous(trace: &Trace, mode: DistMode) {
     }
 }
 
+/// `Load`: each small class (a run of consecutive tests of one class in collection order,
+/// estimated below the scheduler's class cap) runs on one worker without interruption, so
+/// its class fixtures are set up once, as in plain pytest.
+fn assert_small_classes_whole(tests: &[SchedTest], class_cap: u64, trace: &Trace) {
+    let mut block_of: BTreeMap<&TestId, usize> = BTreeMap::new();
+    let mut block_sizes: Vec<(usize, u64)> = Vec::new();
+    let mut prev: Option<&str> = None;
+    for test in tests {
+        let class = test.id.top_class();
+        if class.is_none() || class != prev {
+            block_sizes.push((0, 0));
+        }
+        prev = class;
+        let last = block_sizes.last_mut().expect("pushed above");
+        last.0 += 1;
+        last.1 += to_micros(test.estimate);
+        block_of.insert(&test.id, block_sizes.len() - 1);
+    }
+    for (w, seq) in trace.dispatched.iter().enumerate() {
+        let mut i = 0;
+        while i < seq.len() {
+            let b = block_of[&seq[i]];
+            let (len, micros) = block_sizes[b];
+            let disturbed = trace.disturbed.contains(seq[i].file());
+            if len > 1 && micros < class_cap && !disturbed {
+                let run = seq[i..].iter().take_while(|id| block_of[id] == b).count();
+                assert_eq!(
+                    run, len,
+                    "class block {b} ({len} tests) cut on worker {w}: {seq:?}"
+                );
+                i += run;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -214,7 +252,10 @@ proptest! {
         let mut want: Vec<&TestId> = tests.iter().map(|t| &t.id).collect();
         want.sort();
         prop_assert_eq!(done, want);
-        if mode != DistMode::Load {
+        if mode == DistMode::Load {
+            let class_cap = Scheduler::with_unknown(tests.clone(), workers, mode, &unknown).class_cap();
+            assert_small_classes_whole(&tests, class_cap, &trace);
+        } else {
             assert_units_contiguous(&trace, mode);
         }
         // Same input, same calls: same dispatch sequence.

@@ -28,7 +28,9 @@ use std::collections::VecDeque;
 use crate::test_id::{TestId, WorkerId};
 
 use super::plan::lpt_partition;
-use super::units::{contiguous_ranges, form_units, group_by_key, key_of, Item, Unit};
+use super::units::{
+    blocks, contiguous_ranges, form_units, group_by_key, key_of, locked_len, Item, Unit,
+};
 
 /// xdist's `--dist` modes that shardex honours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,7 +90,10 @@ impl Deque {
         let unit = self.units.front_mut()?;
         let item = unit.items.pop_front().expect("units are never empty");
         unit.started = true;
-        unit.last_scope = Some(item.id.scope().to_owned());
+        let class = item.id.top_class();
+        if unit.last_class.as_deref() != class {
+            unit.last_class = class.map(str::to_owned);
+        }
         unit.micros -= item.micros;
         if unit.items.is_empty() {
             self.units.pop_front();
@@ -98,11 +103,17 @@ impl Deque {
         Some(item)
     }
 
-    /// Whether a thief may take something: any unit in `Load`; in the other modes any unit
-    /// but a started head.
-    fn stealable(&self, mode: DistMode) -> bool {
+    /// Whether a thief may take something: in `Load` anything but the rest of a small class
+    /// the owner is in (see `locked_len`); in the other modes any unit but a started head.
+    fn stealable(&self, mode: DistMode, class_cap: u64) -> bool {
         match mode {
-            DistMode::Load => !self.units.is_empty(),
+            DistMode::Load => {
+                self.units.len() > 1
+                    || self
+                        .units
+                        .front()
+                        .is_some_and(|u| locked_len(u, class_cap) < u.items.len())
+            }
             DistMode::LoadScope | DistMode::LoadFile => {
                 self.units.len() > 1 || self.units.front().is_some_and(|u| !u.started)
             }
@@ -120,6 +131,8 @@ pub struct Scheduler {
     deques: Vec<Deque>,
     len: usize,
     micros: u64,
+    /// Classes estimated below this stay whole on one worker (see `units::blocks`).
+    class_cap: u64,
 }
 
 impl Scheduler {
@@ -138,12 +151,13 @@ impl Scheduler {
     ) -> Self {
         let workers = workers.max(1);
         let formed = form_units(tests, unknown, workers, mode);
+        let class_cap = formed.class_cap;
         let mut pool = Deque::default();
         for unit in formed.pooled {
             pool.push_back(unit);
         }
         let queues: Vec<VecDeque<Unit>> = match mode {
-            DistMode::Load => contiguous_ranges(formed.seeded, workers),
+            DistMode::Load => contiguous_ranges(formed.seeded, workers, class_cap),
             // Whole units: longest first onto the least-loaded worker.
             DistMode::LoadScope | DistMode::LoadFile => {
                 let weights: Vec<f64> = formed.seeded.iter().map(|u| u.micros as f64).collect();
@@ -174,6 +188,7 @@ impl Scheduler {
             deques,
             len,
             micros,
+            class_cap,
         }
     }
 
@@ -214,8 +229,8 @@ impl Scheduler {
         // worker); between module-level tests a module fixture may be set up again, as with
         // xdist's load.
         let at_scope_boundary = own.units.front().is_some_and(|u| {
-            let next = u.items.front().map(|i| i.id.scope());
-            u.last_scope.as_deref() != next || next.is_some_and(|scope| !scope.contains("::"))
+            let next = u.items.front().and_then(|i| i.id.top_class());
+            next.is_none() || u.last_class.as_deref() != next
         });
         if pool_ok && (!in_unit || (self.mode == DistMode::Load && at_scope_boundary)) {
             let unit = self.pool.pop_front().expect("pool is not empty");
@@ -347,7 +362,8 @@ impl Scheduler {
     pub fn has_work_for(&self, worker: WorkerId) -> bool {
         self.pool.len > 0
             || self.deques.get(worker.0).is_some_and(|d| d.len > 0)
-            || (0..self.deques.len()).any(|v| v != worker.0 && self.deques[v].stealable(self.mode))
+            || (0..self.deques.len())
+                .any(|v| v != worker.0 && self.deques[v].stealable(self.mode, self.class_cap))
     }
 
     fn slot(&mut self, worker: WorkerId) -> usize {
@@ -362,7 +378,7 @@ impl Scheduler {
     fn victim(&self, thief: usize) -> Option<usize> {
         let mut best: Option<usize> = None;
         for (v, deque) in self.deques.iter().enumerate() {
-            if v == thief || !deque.stealable(self.mode) {
+            if v == thief || !deque.stealable(self.mode, self.class_cap) {
                 continue;
             }
             match best {
@@ -374,9 +390,11 @@ impl Scheduler {
     }
 
     /// Takes units from the victim's tail, up to half its remaining estimate but at least
-    /// one unit (or, in `Load`, one test of a split tail unit). In original order.
+    /// one unit (or, in `Load`, one block of a split tail unit: a small class is never cut,
+    /// nor taken from a worker in the middle of it). In original order.
     fn take_tail(&mut self, victim: usize) -> Vec<Unit> {
         let mode = self.mode;
+        let class_cap = self.class_cap;
         let deque = &mut self.deques[victim];
         let half = deque.micros / 2;
         let keep = match mode {
@@ -389,6 +407,9 @@ impl Scheduler {
         let mut acc: u64 = 0;
         while deque.units.len() > keep {
             let back = deque.units.back().expect("len > keep");
+            if mode == DistMode::Load && locked_len(back, class_cap) > 0 {
+                break;
+            }
             let whole_fits = acc + back.micros <= half;
             let must_take = taken.is_empty() && mode != DistMode::Load;
             if !(whole_fits || must_take) {
@@ -398,16 +419,21 @@ impl Scheduler {
             taken.push(deque.pop_back().expect("len > keep"));
         }
         if taken.is_empty() {
-            // Load: the tail unit alone is more than half; take its tail, at least one test.
+            // Load: the tail unit alone is more than half, or its head is locked; take its
+            // tail, at least one block, never the locked head.
             let back = deque.units.back_mut().expect("victims are stealable");
+            let free_from = usize::from(locked_len(back, class_cap) > 0);
             let mut n = 0;
             let mut sum = 0;
-            for item in back.items.iter().rev() {
-                if n > 0 && sum + item.micros > half {
+            for &(len, micros) in blocks(&back.items, class_cap)[free_from..].iter().rev() {
+                if n > 0 && sum + micros > half {
                     break;
                 }
-                n += 1;
-                sum += item.micros;
+                n += len;
+                sum += micros;
+            }
+            if n == 0 {
+                return taken;
             }
             let unit = if n == back.items.len() {
                 deque.pop_back().expect("non-empty")
@@ -423,10 +449,15 @@ impl Scheduler {
         taken
     }
 
+    #[cfg(test)]
+    pub(super) fn class_cap(&self) -> u64 {
+        self.class_cap
+    }
+
     /// For tests: `next_for(worker)` returned `None` rightly.
     #[cfg(test)]
     pub(super) fn idle_is_justified(&self, worker: WorkerId) -> bool {
-        self.len == 0 || (self.mode != DistMode::Load && !self.has_work_for(worker))
+        self.len == 0 || !self.has_work_for(worker)
     }
 }
 
@@ -479,6 +510,41 @@ mod tests {
             .collect();
         assert_eq!(class[1], class[0] + 1, "{order:?}");
         assert_eq!(class[2], class[1] + 1, "{order:?}");
+    }
+
+    #[test]
+    fn a_thief_never_takes_the_rest_of_a_small_class_in_progress() {
+        // The class comes first, then module-level tests a thief may take.
+        let mut ids: Vec<String> = vec![
+            "m.py::TestC::test_first".into(),
+            "m.py::TestC::test_second".into(),
+        ];
+        ids.extend((0..40).map(|i| format!("m.py::test_{i}")));
+        let tests: Vec<SchedTest> = ids
+            .iter()
+            .map(|id| SchedTest {
+                id: TestId::new(id.as_str()),
+                estimate: 0.01,
+            })
+            .collect();
+        let mut s = Scheduler::new(tests, 1, DistMode::Load);
+        assert_eq!(
+            s.next_for(WorkerId(0)).unwrap().as_str(),
+            "m.py::TestC::test_first"
+        );
+        // An idle worker now steals, and keeps stealing: never the second test of the class
+        // worker 0 is in.
+        let mut w1 = Vec::new();
+        while let Some(t) = s.next_for(WorkerId(1)) {
+            w1.push(t.to_string());
+        }
+        assert!(!w1.iter().any(|t| t.contains("TestC")), "{w1:?}");
+        assert_eq!(s.remaining(), 1);
+        assert!(!s.has_work_for(WorkerId(1)));
+        assert_eq!(
+            s.next_for(WorkerId(0)).unwrap().as_str(),
+            "m.py::TestC::test_second"
+        );
     }
 
     #[test]

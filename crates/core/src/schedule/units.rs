@@ -73,9 +73,9 @@ pub(super) struct Unit {
     pub unknown: bool,
     /// Runs next on its worker, before the pool (a retry).
     pub urgent: bool,
-    /// Scope (`TestId::scope`) of the last test taken from it: the pool may cut in only
-    /// where the next test starts another scope, so a class's tests stay together.
-    pub last_scope: Option<String>,
+    /// Outermost class (`TestId::top_class`) of the last test taken from it: nothing may
+    /// cut into a class its worker is in (see `locked_len`).
+    pub last_class: Option<String>,
 }
 
 impl Unit {
@@ -90,7 +90,7 @@ impl Unit {
             heavy: false,
             unknown: false,
             urgent: false,
-            last_scope: None,
+            last_class: None,
         }
     }
 
@@ -116,6 +116,65 @@ pub(super) fn key_of(mode: DistMode, id: &TestId) -> &str {
 pub(super) struct Formed {
     pub pooled: Vec<Unit>,
     pub seeded: Vec<Unit>,
+    /// Classes estimated below this run uninterrupted on one worker (see `blocks`).
+    pub class_cap: u64,
+}
+
+/// The blocks of consecutive `items` that `Load` never cuts, as (tests, micros): the tests
+/// of one class (outermost, so nested classes count with it) estimated below `class_cap`;
+/// every other test is a block alone. A worker that ran part of a class and then left it
+/// would set its class-scoped fixtures up twice (plain pytest sets them up once); a class
+/// too big to keep whole is cut like module-level tests, for balance, as xdist's `load`
+/// does.
+pub(super) fn blocks<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    class_cap: u64,
+) -> Vec<(usize, u64)> {
+    let mut out: Vec<(usize, u64)> = Vec::new();
+    // The open block: its class and the micros of each of its tests.
+    let mut open: Option<&str> = None;
+    let mut members: Vec<u64> = Vec::new();
+    let close = |members: &mut Vec<u64>, out: &mut Vec<(usize, u64)>| {
+        let sum: u64 = members.iter().sum();
+        if members.len() > 1 && sum >= class_cap {
+            out.extend(members.iter().map(|&m| (1, m)));
+        } else if !members.is_empty() {
+            out.push((members.len(), sum));
+        }
+        members.clear();
+    };
+    for item in items {
+        let class = item.id.top_class();
+        if class.is_none() || class != open {
+            close(&mut members, &mut out);
+        }
+        open = class;
+        members.push(item.micros);
+    }
+    close(&mut members, &mut out);
+    out
+}
+
+/// How many tests at the head of `unit` continue the class its worker is in, when that
+/// rest is small (below `class_cap`): only that worker may take them. Zero otherwise.
+pub(super) fn locked_len(unit: &Unit, class_cap: u64) -> usize {
+    let Some(class) = unit.last_class.as_deref().filter(|_| unit.started) else {
+        return 0;
+    };
+    let mut n = 0;
+    let mut micros = 0;
+    for item in &unit.items {
+        if item.id.top_class() != Some(class) {
+            break;
+        }
+        n += 1;
+        micros += item.micros;
+    }
+    if micros < class_cap {
+        n
+    } else {
+        0
+    }
 }
 
 /// Forms the units of `tests` (collection order); `unknown[i]` says test `i` has no
@@ -151,6 +210,7 @@ pub(super) fn form_units(
             units
         }
     };
+    let class_cap = heavy_cap;
     let (mut pooled, seeded): (Vec<Unit>, Vec<Unit>) =
         units.into_iter().partition(|u| u.heavy || u.unknown);
     pooled.sort_by(|a, b| {
@@ -166,7 +226,11 @@ pub(super) fn form_units(
             })
             .then(a.order.cmp(&b.order))
     });
-    Formed { pooled, seeded }
+    Formed {
+        pooled,
+        seeded,
+        class_cap,
+    }
 }
 
 /// Whole scopes or files: every test of a key in one unit, in collection order, even if
@@ -190,10 +254,12 @@ pub(super) fn group_by_key(items: Vec<Item>, mode: DistMode, order_base: usize) 
     units
 }
 
-/// `Load` units. Known tests: runs of consecutive tests of one file, cut into chunks of
-/// at most about `cap` (balanced, not greedy, so no tiny leftovers). Tests without a
-/// recorded time: all of one file together, cut the same way (they go to the pool, and
-/// new tests tend to come by the file). Heavy tests are alone either way.
+/// `Load` units. Known tests: runs of consecutive tests of one file. Tests without a
+/// recorded time: all of one file together, in pieces of about `max_guessed_len` tests cut
+/// into chunks of at most about `cap` (balanced, not greedy, so no tiny leftovers; they go
+/// to the pool, and new tests tend to come by the file). Heavy tests are alone either way.
+/// A small class (see `blocks`, with `heavy_cap`) is never cut, and is guessed as a whole
+/// if any of its tests is new.
 fn load_chunks(
     items: Vec<Item>,
     unknown: &[bool],
@@ -201,11 +267,23 @@ fn load_chunks(
     heavy_cap: u64,
     max_guessed_len: usize,
 ) -> Vec<Unit> {
+    let class_cap = heavy_cap;
+    let mut guess: Vec<bool> = (0..items.len())
+        .map(|pos| unknown.get(pos).copied().unwrap_or(false))
+        .collect();
+    let mut start = 0;
+    for (len, _) in blocks(&items, class_cap) {
+        let block = &mut guess[start..start + len];
+        if block.contains(&true) {
+            block.fill(true);
+        }
+        start += len;
+    }
     let mut units = Vec::new();
     let mut segment: Vec<(usize, Item)> = Vec::new();
     let mut guessed: Vec<(usize, Item)> = Vec::new();
     for (pos, item) in items.into_iter().enumerate() {
-        if unknown.get(pos).copied().unwrap_or(false) {
+        if guess[pos] {
             guessed.push((pos, item));
             continue;
         }
@@ -243,10 +321,16 @@ fn load_chunks(
                 rest.push((pos, item));
             }
         }
+        // Pieces of whole blocks, so no small class is cut.
+        let mut lens = blocks(rest.iter().map(|(_, item)| item), class_cap).into_iter();
         while !rest.is_empty() {
-            let n = max_guessed_len.min(rest.len());
+            let mut n = 0;
+            while n < max_guessed_len {
+                let Some((len, _)) = lens.next() else { break };
+                n += len;
+            }
             let mut piece: Vec<(usize, Item)> = rest.drain(..n).collect();
-            cut_segment(&mut piece, cap, &mut units);
+            cut_segment(&mut piece, cap, class_cap, &mut units);
         }
         for unit in &mut units[start..] {
             unit.unknown = true;
@@ -273,63 +357,91 @@ fn heavy_unit(pos: usize, item: Item) -> Unit {
     unit
 }
 
-/// Cuts a segment of one file into `ceil(sum / cap)` chunks: each test goes to the chunk
-/// its midpoint (in cumulative time) falls into.
-fn cut_segment(segment: &mut Vec<(usize, Item)>, cap: u64, units: &mut Vec<Unit>) {
+/// Cuts a segment of one file into `ceil(sum / cap)` chunks: each block (see `blocks`)
+/// goes to the chunk its midpoint (in cumulative time) falls into.
+fn cut_segment(segment: &mut Vec<(usize, Item)>, cap: u64, class_cap: u64, units: &mut Vec<Unit>) {
     if segment.is_empty() {
         return;
     }
     let sum: u64 = segment.iter().map(|(_, i)| i.micros).sum();
     let chunks = sum.div_ceil(cap).max(1);
     let key = segment[0].1.id.file().to_owned();
+    let block_lens = blocks(segment.iter().map(|(_, item)| item), class_cap);
     let mut before: u64 = 0;
     let mut current: Option<(u64, Unit)> = None;
-    for (pos, item) in segment.drain(..) {
-        let mid = u128::from(before) * 2 + u128::from(item.micros);
+    let mut drained = segment.drain(..);
+    for (len, micros) in block_lens {
+        let mid = u128::from(before) * 2 + u128::from(micros);
         let chunk =
             ((mid * u128::from(chunks)) / (u128::from(sum) * 2)).min(u128::from(chunks - 1));
         let chunk = chunk as u64;
-        before += item.micros;
-        match &mut current {
-            Some((c, unit)) if *c == chunk => {
-                unit.micros += item.micros;
-                unit.items.push_back(item);
-            }
-            _ => {
-                if let Some((_, done)) = current.take() {
-                    units.push(done);
-                }
-                current = Some((chunk, Unit::new(key.clone(), pos, VecDeque::from([item]))));
-            }
+        before += micros;
+        for (pos, item) in drained.by_ref().take(len) {
+            place(&mut current, chunk, pos, item, &key, units);
         }
     }
+    drop(drained);
     if let Some((_, done)) = current {
         units.push(done);
     }
 }
 
+/// Appends `item` to the open chunk if it is number `chunk`, else closes it and opens one.
+fn place(
+    current: &mut Option<(u64, Unit)>,
+    chunk: u64,
+    pos: usize,
+    item: Item,
+    key: &str,
+    units: &mut Vec<Unit>,
+) {
+    match current {
+        Some((c, unit)) if *c == chunk => {
+            unit.micros += item.micros;
+            unit.items.push_back(item);
+        }
+        _ => {
+            if let Some((_, done)) = current.take() {
+                units.push(done);
+            }
+            *current = Some((
+                chunk,
+                Unit::new(key.to_owned(), pos, VecDeque::from([item])),
+            ));
+        }
+    }
+}
+
 /// `Load` seeding: the light known tests in collection order, cut into `workers`
-/// contiguous ranges of equal estimate (McNaughton's wrap-around rule, at test boundaries:
-/// a test goes to the range its midpoint falls in). Balanced to within a test, and at most
-/// `workers - 1` files are split, so each worker sets up as few modules as possible. The
-/// units of a range are its runs of one file.
-pub(super) fn contiguous_ranges(runs: Vec<Unit>, workers: usize) -> Vec<VecDeque<Unit>> {
+/// contiguous ranges of equal estimate (McNaughton's wrap-around rule, at block boundaries:
+/// a block, see `blocks`, goes to the range its midpoint falls in). Balanced to within a
+/// block, and at most `workers - 1` files are split, so each worker sets up as few modules
+/// as possible. The units of a range are its runs of one file.
+pub(super) fn contiguous_ranges(
+    runs: Vec<Unit>,
+    workers: usize,
+    class_cap: u64,
+) -> Vec<VecDeque<Unit>> {
     let workers = workers.max(1);
     let total: u64 = runs.iter().map(|u| u.micros).sum();
     let mut out: Vec<VecDeque<Unit>> = vec![VecDeque::new(); workers];
     let mut before: u64 = 0;
     for run in runs {
-        for (pos, item) in (run.order..).zip(run.items) {
-            let mid = u128::from(before) * 2 + u128::from(item.micros);
+        let block_lens = blocks(&run.items, class_cap);
+        let mut items = (run.order..).zip(run.items);
+        for (len, micros) in block_lens {
+            let mid = u128::from(before) * 2 + u128::from(micros);
             let w = (mid * workers as u128 / (u128::from(total) * 2)).min(workers as u128 - 1);
-            before += item.micros;
+            before += micros;
             let range = &mut out[w as usize];
-            match range.back_mut() {
-                Some(unit) if unit.key == run.key => {
-                    unit.micros += item.micros;
-                    unit.items.push_back(item);
+            for (pos, item) in items.by_ref().take(len) {
+                match range.back_mut() {
+                    Some(unit) if unit.key == run.key => {
+                        unit.micros += item.micros;
+                        unit.items.push_back(item);
+                    }
+                    _ => range.push_back(Unit::new(run.key.clone(), pos, VecDeque::from([item]))),
                 }
-                _ => range.push_back(Unit::new(run.key.clone(), pos, VecDeque::from([item]))),
             }
         }
     }
@@ -526,7 +638,7 @@ mod tests {
         runs.retain(|u| !u.heavy);
         // 7 s of light tests: 3.5 s each; b.py::t1's midpoint (2.75 s) is in the first
         // half. Each range lists its runs by their longest test.
-        let shapes: Vec<Vec<String>> = contiguous_ranges(runs, 2)
+        let shapes: Vec<Vec<String>> = contiguous_ranges(runs, 2, 5_000_000)
             .into_iter()
             .map(|mut r| {
                 shape(r.make_contiguous())
