@@ -129,6 +129,63 @@ fn crashing_workers_fail_their_test_and_the_rest_runs() {
     );
 }
 
+/// A worker holds back the results of quick passing tests and sends several at once. A
+/// crash or a timeout right after such tests must still be blamed on the test that died,
+/// and every held-back result must count (the agent reads them from the worker's spool).
+#[test]
+fn held_back_results_survive_a_crash_and_a_timeout() {
+    let _guard = serial();
+    let suite = copy_fixture("held");
+    let run = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "1", "--timeout", "2"],
+        Some(&suite.scratch.join("junit.xml")),
+    )
+    .run();
+    eprintln!("held: {:.2?}", run.elapsed);
+    assert_no_survivors(&suite.dir, &run);
+    run.assert_code(1);
+    let junit = run.junit();
+    let dead = [
+        (
+            "test_quick_then_crash",
+            "test_segfault_after_quick_ones",
+            &["SIGSEGV", "signal 11"][..],
+        ),
+        (
+            "test_quick_then_hang",
+            "test_hang_after_quick_ones",
+            &["Timeout"][..],
+        ),
+    ];
+    for (classname, name, mentions) in dead {
+        let tc = case(&run, &junit.cases, classname, name);
+        assert!(
+            matches!(tc.kind(), Kind::Failure | Kind::Error),
+            "{name} should be reported failed, JUnit says {}\n{}",
+            tc.kind(),
+            run.describe()
+        );
+        assert_mentions(&run, tc, mentions);
+    }
+    let others: Vec<&TestCase> = junit
+        .cases
+        .iter()
+        .filter(|c| !c.name.ends_with("_after_quick_ones"))
+        .collect();
+    assert_eq!(others.len(), 130, "{}", run.describe());
+    let not_passed: Vec<String> = others
+        .iter()
+        .filter(|c| c.kind() != Kind::Pass)
+        .map(|c| format!("{}::{} {}", c.classname, c.name, c.kind()))
+        .collect();
+    assert!(not_passed.is_empty(), "{not_passed:?}\n{}", run.describe());
+    let summary = run.summary();
+    assert_eq!(summary.get("failed"), Some(&2), "{summary:?}");
+    assert_eq!(summary.get("passed"), Some(&130), "{summary:?}");
+}
+
 #[test]
 fn timeout_kills_hanging_tests_and_their_children() {
     let _guard = serial();

@@ -18,7 +18,7 @@ use shardex_core::protocol::{
     SessionInfo, TestDone, ToPython, WarningReport,
 };
 use shardex_core::retry::{RetryBook, RetrySpec};
-use shardex_core::schedule::{SchedTest, Scheduler};
+use shardex_core::schedule::{Dispatch, SchedTest, Scheduler};
 use shardex_core::timing::TimingStore;
 use shardex_core::{Outcome, TestId, WorkerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -36,8 +36,11 @@ use crate::{AgentError, RunConfig, RunEvent, RunSummary, TestResult};
 /// Estimated seconds of short tests kept queued at a worker beyond its nextitem (see `fill`).
 const PREFETCH_SECS: f64 = 0.025;
 /// At most this many tests sent to one worker ahead of time (running one included).
-const MAX_PREFETCH: usize = 16;
+const MAX_PREFETCH: usize = 32;
 const TICK: Duration = Duration::from_millis(50);
+/// A test without a recorded time that ran shorter than this settles its file (see
+/// `settle_file`): stacking a few such tests on a worker costs little.
+const SETTLE_SECS: f64 = 0.1;
 /// A slot that dies this many times in a row without finishing a test is given up.
 const MAX_CONSECUTIVE_CRASHES: u32 = 5;
 const STDERR_TAIL_LINES: usize = 40;
@@ -100,6 +103,8 @@ struct Slot {
     disabled: bool,
     /// The worker was told to exit: a clean exit then is no crash.
     exit_sent: bool,
+    /// Results received from the current worker process (the first lines of its spool).
+    received: usize,
 }
 
 impl Slot {
@@ -124,6 +129,8 @@ struct Run {
     items: HashMap<TestId, ItemInfo>,
     order: HashMap<TestId, usize>,
     estimates: HashMap<TestId, f64>,
+    /// Files with tests that have no recorded time, until their first test ends.
+    unsettled_files: HashSet<String>,
     scheduler: Option<Scheduler>,
     slots: Vec<Slot>,
     conns: HashMap<ConnId, ConnPeer>,
@@ -220,6 +227,7 @@ pub async fn execute(
         items: HashMap::new(),
         order: HashMap::new(),
         estimates: HashMap::new(),
+        unsettled_files: HashSet::new(),
         scheduler: None,
         conns: HashMap::new(),
         collecting: HashMap::new(),
@@ -517,6 +525,7 @@ impl Run {
                 self.conns.insert(conn, ConnPeer::Worker(index));
                 state.tx = Some(tx);
                 state.conn = Some(conn);
+                state.received = 0;
                 state.pid = Some(pid);
                 state.alive = true;
                 state.flushed = false;
@@ -591,6 +600,7 @@ impl Run {
             }
             FromPython::Done(done) => {
                 if let Some(ConnPeer::Worker(slot)) = peer {
+                    self.slots[slot].received += 1;
                     self.on_done(slot, done);
                 }
             }
@@ -691,6 +701,12 @@ impl Run {
             .iter()
             .map(|t| self.timings.get(&t.id).is_none())
             .collect();
+        self.unsettled_files = tests
+            .iter()
+            .zip(&unknown)
+            .filter(|(_, &u)| u)
+            .map(|(t, _)| t.id.file().to_owned())
+            .collect();
         self.scheduler = Some(Scheduler::with_unknown(
             tests,
             workers,
@@ -758,44 +774,53 @@ impl Run {
         // The worker starts a test only once it knows the test after it (its nextitem), so
         // one must be queued behind the running test. Short tests get more, sent in one
         // message, so the worker never waits for a round trip and messages stay few.
-        let prefetched = |queued: &VecDeque<TestId>| -> f64 {
-            queued
+        let have = |state: &Slot| state.queued.len() + usize::from(state.running.is_some());
+        if have(state) >= MAX_PREFETCH / 2 && have(state) >= 2 {
+            // Enough queued whatever the estimates: skip the sums below (the common case).
+        } else {
+            let mut prefetched: f64 = state
+                .queued
                 .iter()
                 .map(|id| self.estimates.get(id).copied().unwrap_or(0.0))
-                .sum()
-        };
-        let have = |state: &Slot| state.queued.len() + usize::from(state.running.is_some());
-        let refill = have(state) < 2
-            || (have(state) < MAX_PREFETCH / 2 && prefetched(&state.queued) < PREFETCH_SECS / 2.0);
-        while refill
-            && (have(state) < 2
-                || (have(state) < MAX_PREFETCH && prefetched(&state.queued) < PREFETCH_SECS))
-        {
-            let risky_in_flight = state
+                .sum();
+            let mut risky_in_flight = state
                 .running
                 .iter()
                 .map(|r| &r.id)
                 .chain(&state.queued)
                 .any(|id| self.risky.contains(id));
-            // Rather a second risky test than none: with nothing queued the worker would
-            // have to run its test with nextitem=None, tearing down session fixtures.
-            let next = scheduler
-                .next_for_opts(WorkerId(slot), !risky_in_flight)
-                .or_else(|| {
-                    risky_in_flight
-                        .then(|| scheduler.next_for_opts(WorkerId(slot), true))
-                        .flatten()
-                });
-            tracing::debug!(slot, risky_in_flight, have = have(state), next = ?next, "fill");
-            match next {
-                Some((id, risky)) => {
-                    if risky {
-                        self.risky.insert(id.clone());
+            let refill = have(state) < 2 || prefetched < PREFETCH_SECS / 2.0;
+            while refill
+                && (have(state) < 2 || (have(state) < MAX_PREFETCH && prefetched < PREFETCH_SECS))
+            {
+                // Rather a second risky test than none: with nothing queued the worker would
+                // have to run its test with nextitem=None, tearing down session fixtures.
+                let next = scheduler
+                    .next_for_opts(WorkerId(slot), !risky_in_flight)
+                    .or_else(|| {
+                        risky_in_flight
+                            .then(|| scheduler.next_for_opts(WorkerId(slot), true))
+                            .flatten()
+                    });
+                tracing::debug!(slot, risky_in_flight, have = have(state), next = ?next, "fill");
+                match next {
+                    Some(Dispatch {
+                        id,
+                        risky,
+                        estimate,
+                    }) => {
+                        if risky {
+                            self.risky.insert(id.clone());
+                            risky_in_flight = true;
+                        }
+                        // The scheduler's estimate may be newer (see `settle_unknown`).
+                        prefetched += estimate;
+                        self.estimates.insert(id.clone(), estimate);
+                        state.queued.push_back(id.clone());
+                        batch.push(id);
                     }
-                    state.queued.push_back(id.clone());
-                    batch.push(id);
+                    None => break,
                 }
-                None => break,
             }
         }
         let Some(tx) = state.tx.clone() else { return };
@@ -956,6 +981,7 @@ impl Run {
                 // A crash's duration says nothing about the test's usual length.
             } else {
                 self.timings.record(id.clone(), duration);
+                self.settle_file(&id, duration);
             }
         }
         let result = TestResult {
@@ -975,6 +1001,24 @@ impl Run {
             let maxfail = self.effective_maxfail();
             if maxfail > 0 && self.hard_failures >= maxfail {
                 self.stop_early();
+            }
+        }
+    }
+
+    /// The first test of a file without recorded times that ends quickly settles the rest
+    /// of that file: they are no longer handed out one at a time (see
+    /// `Scheduler::settle_unknown`). Without this, a run with no timings (the first one)
+    /// would send every test in its own round trip.
+    fn settle_file(&mut self, id: &TestId, duration: f64) {
+        if self.unsettled_files.is_empty() {
+            return;
+        }
+        let Some(file) = self.unsettled_files.take(id.file()) else {
+            return;
+        };
+        if duration < SETTLE_SECS {
+            if let Some(scheduler) = self.scheduler.as_mut() {
+                scheduler.settle_unknown(&file, duration);
             }
         }
     }
@@ -1059,7 +1103,55 @@ impl Run {
         }
     }
 
+    /// A dead worker's results that did not reach us (held back to be sent together, or
+    /// still unread in its socket) are in its spool file: take them as if they had arrived,
+    /// so that the test it died in is the one after them. Whatever its connection still
+    /// delivers is ignored from now on.
+    fn recover_spooled(&mut self, slot: usize) {
+        let name = WorkerId(slot).to_string();
+        let state = &mut self.slots[slot];
+        let received = std::mem::take(&mut state.received);
+        state.alive = false;
+        state.tx = None;
+        if let Some(conn) = state.conn.take() {
+            self.conns.remove(&conn);
+        }
+        let path = self.rundir.results_file(&name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        // Removed, so a replacement that dies before it opens its own is not read twice.
+        let _ = std::fs::remove_file(&path);
+        let unseen: Vec<TestDone> = text
+            .lines()
+            .skip(received)
+            .filter_map(|line| serde_json::from_str::<TestDone>(line).ok())
+            .map(TestDone::expand)
+            .collect();
+        if unseen.is_empty() {
+            return;
+        }
+        for done in unseen {
+            self.on_done(slot, done);
+        }
+        // A worker runs its tests in order: it was in the one after its last result.
+        let state = &mut self.slots[slot];
+        if state.running.is_none() {
+            if let Some(id) = state.queued.pop_front() {
+                state.running = Some(Running {
+                    id: id.clone(),
+                    started: Instant::now(),
+                });
+                self.emit(RunEvent::TestStarted {
+                    id,
+                    worker: WorkerId(slot),
+                });
+            }
+        }
+    }
+
     fn on_worker_death(&mut self, slot: usize, code: Option<i32>, signal: Option<i32>) {
+        self.recover_spooled(slot);
         let name = WorkerId(slot).to_string();
         let kill = self.slots[slot].kill.take();
         let running = self.slots[slot].running.take();

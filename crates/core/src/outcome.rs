@@ -101,7 +101,7 @@ impl Outcome {
         let mut outcome = Self::Passed;
         for report in reports {
             let category = Category::parse(&report.category);
-            let this = match (category, report.outcome.as_str(), report.when.as_str()) {
+            let this = match (category, &*report.outcome, &*report.when) {
                 (Some(Category::XFailed), _, _) => Self::XFailed,
                 (Some(Category::XPassed), _, _) => Self::XPassed,
                 (Some(Category::Error), _, _) => Self::Error,
@@ -129,7 +129,7 @@ impl Outcome {
 mod tests {
     use super::*;
 
-    fn report(when: &str, outcome: &str, category: &str) -> PhaseReport {
+    fn report(when: &'static str, outcome: &'static str, category: &'static str) -> PhaseReport {
         PhaseReport {
             when: when.into(),
             outcome: outcome.into(),

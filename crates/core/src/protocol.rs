@@ -5,13 +5,15 @@
 //! `crates/agent/src/plugin/shardex_worker.py`; keep both in step and bump
 //! `PROTOCOL_VERSION` on any incompatible change (the hello check refuses a mismatch).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::test_id::TestId;
 
 /// 2: no per-test `start` (the agent infers the running test from queue order), no
 /// `retract`/`retracted` (unused).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -162,23 +164,57 @@ pub struct TestDone {
     pub id: TestId,
     /// Sum of the phases' durations (setup + call + teardown), seconds.
     pub duration: f64,
+    #[serde(default)]
     pub reports: Vec<PhaseReport>,
+    /// The short form of the most common result, a plain pass: only the setup, call and
+    /// teardown durations; `reports` is then empty until `expand` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<[f64; 3]>,
+    /// Absent when no JUnit report is written.
+    #[serde(default)]
     pub junit: JunitPart,
     /// Present when the test failed.
     #[serde(default)]
     pub retry: Option<RetryVerdict>,
 }
 
+impl TestDone {
+    /// Turns the short form of a pass into the three reports pytest makes for one.
+    pub fn expand(mut self) -> Self {
+        if let Some([setup, call, teardown]) = self.pass.take() {
+            let phase = |when: &'static str, duration: f64| PhaseReport {
+                when: when.into(),
+                outcome: "passed".into(),
+                duration,
+                ..PhaseReport::default()
+            };
+            self.reports = vec![
+                phase("setup", setup),
+                PhaseReport {
+                    category: "passed".into(),
+                    letter: ".".into(),
+                    word: "PASSED".into(),
+                    ..phase("call", call)
+                },
+                phase("teardown", teardown),
+            ];
+        }
+        self
+    }
+}
+
 /// One `TestReport` (setup, call or teardown) as the terminal and summary need it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseReport {
-    pub when: String,
+    // Short words, static for the reports the agent makes itself (`TestDone::expand`):
+    // no allocation per test for a plain pass.
+    pub when: Cow<'static, str>,
     /// pytest's report outcome: passed, failed, skipped.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// `pytest_report_teststatus` result: category (empty when not counted), letter, word.
-    pub category: String,
-    pub letter: String,
-    pub word: String,
+    pub category: Cow<'static, str>,
+    pub letter: Cow<'static, str>,
+    pub word: Cow<'static, str>,
     pub duration: f64,
     /// The FAILURES/ERRORS section body, rendered in the worker with the run's `--tb`
     /// style, captured output sections included.

@@ -27,12 +27,13 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from datetime import datetime, timezone
 
 import pytest
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 _MODE = os.environ.get("SHARDEX_MODE", "")
 _SOCKET = os.environ.get("SHARDEX_SOCKET", "")
@@ -54,13 +55,26 @@ class Channel:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.buf = b""
+        # Encoded lines held back to go out with the next send (see Worker._report).
+        self.held: list[bytes] = []
         self.send(hello)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, msg: dict) -> None:
-        self.sock.sendall(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        self.hold(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+        self.release()
+
+    def hold(self, line: bytes) -> None:
+        self.held.append(line)
+
+    def release(self) -> None:
+        """Sends what is held, in order, in one write."""
+        if self.held:
+            data = b"".join(self.held)
+            self.held.clear()
+            self.sock.sendall(data)
 
     def _pop_line(self):
         pos = self.buf.find(b"\n")
@@ -958,6 +972,31 @@ def _close_django_connections() -> None:
             pass
 
 
+# Results of passing tests shorter than this are held back and sent together (one write
+# and one agent wake-up for several tests), for at most _HOLD_SECS.
+_QUICK_SECS = 0.001
+_HOLD_SECS = 0.01
+_HOLD_MAX = 64
+
+
+# The reports of a plain pass, as `_phase_report` makes them (durations aside): sent in
+# the short form `TestDone.pass` (see protocol.rs).
+_PLAIN_PASS = (
+    ("setup", "passed", "", "", ""),
+    ("call", "passed", "passed", ".", "PASSED"),
+    ("teardown", "passed", "", "", ""),
+)
+
+
+def _is_plain_pass(reports) -> bool:
+    if len(reports) != 3:
+        return False
+    for report, want in zip(reports, _PLAIN_PASS):
+        if len(report) != 6 or (report["when"], report["outcome"], report["category"], report["letter"], report["word"]) != want:
+            return False
+    return True
+
+
 class Worker:
     """Runs the tests the agent sends, keeping pytest's nextitem semantics."""
 
@@ -968,6 +1007,40 @@ class Worker:
         self.queue: list[str] = []
         self.flushed = False
         self.exiting = False
+        self.reported_any = False
+        self.held_since = 0.0
+        # Every result is appended here before it is sent or held: if this process dies
+        # with results held back, the agent reads them from this file (and so knows which
+        # test the process died in).
+        self.spool = -1
+        slot = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if _RUNDIR and slot:
+            path = os.path.join(_RUNDIR, f"{slot}.results")
+            self.spool = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+
+    def _report(self, done: dict, passed: bool) -> None:
+        channel = self.plugin.channel
+        line = json.dumps(done, separators=(",", ":")).encode() + b"\n"
+        if self.spool >= 0:
+            os.write(self.spool, line)
+        if not channel.held:
+            self.held_since = time.perf_counter()
+        channel.hold(line)
+        # Anything that may stop the run (-x) or needs a retry goes out at once, as does
+        # the first result (time to first result) and anything when the queue runs low
+        # (the agent refills on results).
+        hold = (
+            passed
+            and self.reported_any
+            and self.spool >= 0
+            and done["duration"] < _QUICK_SECS
+            and len(channel.held) < _HOLD_MAX
+            and len(self.queue) > 2
+            and time.perf_counter() - self.held_since < _HOLD_SECS
+        )
+        self.reported_any = True
+        if not hold:
+            channel.release()
 
     def _handle(self, msg) -> None:
         t = msg["t"]
@@ -981,6 +1054,8 @@ class Worker:
 
     def _drain(self, block: bool) -> None:
         channel = self.plugin.channel
+        if block:
+            channel.release()
         msg = channel.recv(timeout=None if block else 0)
         while msg is not None:
             self._handle(msg)
@@ -1024,22 +1099,29 @@ class Worker:
                 plugin.reports = []
                 plugin.raw_reports = []
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-                duration = sum(r["duration"] for r in plugin.reports)
-                done = {
-                    "t": "done",
-                    "id": nodeid,
-                    "duration": duration,
-                    "reports": plugin.reports,
-                    "junit": plugin.junit.take(),
-                }
+                reports = plugin.reports
+                duration = sum(r["duration"] for r in reports)
+                done = {"t": "done", "id": nodeid, "duration": duration}
+                if _is_plain_pass(reports):
+                    done["pass"] = [r["duration"] for r in reports]
+                else:
+                    done["reports"] = reports
+                junit = plugin.junit.take()
+                if junit is not _NO_JUNIT:
+                    done["junit"] = junit
                 verdict = _retry_verdict(item, plugin.raw_reports)
                 if verdict is not None:
                     done["retry"] = verdict
-                channel.send(done)
+                passed = verdict is None and all(r["outcome"] != "failed" for r in plugin.reports)
+                self._report(done, passed)
                 self._drain(block=False)
         except EOFError:
             pass
         finally:
+            try:
+                channel.release()
+            except OSError:
+                pass
             # Tear down whatever a last test with a nextitem left set up.
             try:
                 session._setupstate.teardown_exact(None)

@@ -130,9 +130,12 @@ where
 /// enums (the plugin writes `"t"` first); everything else takes the general path.
 fn parse_message(line: &str) -> serde_json::Result<FromPython> {
     if line.starts_with(r#"{"t":"done","#) {
-        return serde_json::from_str::<TestDone>(line).map(FromPython::Done);
+        return serde_json::from_str::<TestDone>(line).map(|done| FromPython::Done(done.expand()));
     }
-    serde_json::from_str::<FromPython>(line)
+    serde_json::from_str::<FromPython>(line).map(|msg| match msg {
+        FromPython::Done(done) => FromPython::Done(done.expand()),
+        other => other,
+    })
 }
 
 /// A private folder for one run (socket, per-worker stderr files, the plugin); removed on drop.
@@ -159,6 +162,11 @@ impl RunDir {
     pub fn stderr_file(&self, slot: &str) -> PathBuf {
         self.path.join(format!("{slot}.err"))
     }
+
+    /// Where a worker appends each result before sending it (see `Run::recover_spooled`).
+    pub fn results_file(&self, slot: &str) -> PathBuf {
+        self.path.join(format!("{slot}.results"))
+    }
 }
 
 impl Drop for RunDir {
@@ -177,6 +185,24 @@ mod tests {
         let fast = parse_message(line).unwrap();
         let general = serde_json::from_str::<FromPython>(line).unwrap();
         assert_eq!(fast, general);
+        // The short form of a pass is expanded on either path, into what the long form says.
+        let short = r#"{"t":"done","id":"t.py::a","duration":0.6,"pass":[0.1,0.2,0.3]}"#;
+        let long = r#"{"t":"done","id":"t.py::a","duration":0.6,"reports":[
+            {"when":"setup","outcome":"passed","category":"","letter":"","word":"","duration":0.1},
+            {"when":"call","outcome":"passed","category":"passed","letter":".","word":"PASSED","duration":0.2},
+            {"when":"teardown","outcome":"passed","category":"","letter":"","word":"","duration":0.3}],
+            "junit":{"xml":"","passed":0,"failures":0,"errors":0,"skipped":0,"double":0}}"#;
+        let expanded = parse_message(short).unwrap();
+        assert_eq!(expanded, parse_message(&long.replace('\n', "")).unwrap());
+        assert_eq!(
+            expanded,
+            serde_json::from_str::<FromPython>(short)
+                .map(|m| match m {
+                    FromPython::Done(d) => FromPython::Done(d.expand()),
+                    other => other,
+                })
+                .unwrap()
+        );
         assert!(
             parse_message(r#"{"t":"flush"}"#).is_err(),
             "not a Python->agent message"

@@ -13,7 +13,7 @@ pub(crate) fn report_style(report: &PhaseReport) -> Style {
     if Category::parse(&report.category) == Some(Category::Rerun) {
         return Style::fg(Color::Yellow);
     }
-    match report.outcome.as_str() {
+    match &*report.outcome {
         "passed" if report.wasxfail.is_none() => Style::fg(Color::Green),
         "passed" | "skipped" => Style::fg(Color::Yellow),
         "failed" => Style::fg(Color::Red),

@@ -396,7 +396,7 @@ fn reruns(w: &mut Writer, summary: &RunSummary) {
                 let word = if report.word.is_empty() {
                     report.outcome.to_uppercase()
                 } else {
-                    report.word.clone()
+                    report.word.to_string()
                 };
                 let style = super::stats::report_style(report);
                 lines.push(w.markup(&format!("{word} {id}"), style));

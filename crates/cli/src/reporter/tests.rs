@@ -53,11 +53,11 @@ impl Buf {
 
 fn report(when: &str, outcome: &str, category: &str, letter: &str, word: &str) -> PhaseReport {
     PhaseReport {
-        when: when.into(),
-        outcome: outcome.into(),
-        category: category.into(),
-        letter: letter.into(),
-        word: word.into(),
+        when: when.to_owned().into(),
+        outcome: outcome.to_owned().into(),
+        category: category.to_owned().into(),
+        letter: letter.to_owned().into(),
+        word: word.to_owned().into(),
         duration: 0.001,
         ..PhaseReport::default()
     }

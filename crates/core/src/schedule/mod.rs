@@ -7,4 +7,4 @@ mod units;
 #[cfg(test)]
 mod proptests;
 
-pub use steal::{DistMode, SchedTest, Scheduler};
+pub use steal::{Dispatch, DistMode, SchedTest, Scheduler};

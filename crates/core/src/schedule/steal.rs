@@ -29,7 +29,7 @@ use crate::test_id::{TestId, WorkerId};
 
 use super::plan::lpt_partition;
 use super::units::{
-    blocks, contiguous_ranges, form_units, group_by_key, key_of, locked_len, Item, Unit,
+    blocks, contiguous_ranges, form_units, group_by_key, key_of, locked_len, to_micros, Item, Unit,
 };
 
 /// xdist's `--dist` modes that shardex honours.
@@ -42,6 +42,16 @@ pub enum DistMode {
     LoadScope,
     /// Whole files stay on one worker, in order.
     LoadFile,
+}
+
+/// A test handed to a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    pub id: TestId,
+    /// Heavy (long) or unknown (its length is a guess): see `Scheduler::next_for_opts`.
+    pub risky: bool,
+    /// The scheduler's estimate, seconds (at least 1 µs).
+    pub estimate: f64,
 }
 
 /// A test to schedule, in collection order.
@@ -203,14 +213,14 @@ impl Scheduler {
     /// started (ask again after `push_front` or `release`; see `has_work_for`). A worker id
     /// beyond the count given to `new` is a new worker with an empty deque.
     pub fn next_for(&mut self, worker: WorkerId) -> Option<TestId> {
-        self.next_for_opts(worker, true).map(|(id, _)| id)
+        self.next_for_opts(worker, true).map(|d| d.id)
     }
 
     /// `next_for`, with whether the test is risky: heavy (long) or unknown (its length is a
     /// guess). With `allow_risky` false a risky pool unit is passed over: a worker that
     /// already has one running or queued must not take a second behind it (it would stack
     /// them while other workers go idle).
-    pub fn next_for_opts(&mut self, worker: WorkerId, allow_risky: bool) -> Option<(TestId, bool)> {
+    pub fn next_for_opts(&mut self, worker: WorkerId, allow_risky: bool) -> Option<Dispatch> {
         let w = self.slot(worker);
         let own = &self.deques[w];
         let in_unit = own.units.front().is_some_and(|u| u.started);
@@ -249,7 +259,33 @@ impl Scheduler {
         let item = self.deques[w].pop_test()?;
         self.len -= 1;
         self.micros -= item.micros;
-        Some((item.id, risky))
+        Some(Dispatch {
+            estimate: item.micros as f64 / 1e6,
+            id: item.id,
+            risky,
+        })
+    }
+
+    /// Tests of `file` without a recorded time turned out short in this run: from now on
+    /// they are estimated at `secs` each and no longer handed out one at a time as risky.
+    /// (`Load` only; in the other modes the unknown flag is not used.)
+    pub fn settle_unknown(&mut self, file: &str, secs: f64) {
+        let micros = to_micros(secs);
+        for deque in std::iter::once(&mut self.pool).chain(&mut self.deques) {
+            for unit in deque.units.iter_mut() {
+                if !unit.unknown || unit.key != file {
+                    continue;
+                }
+                let before = unit.micros;
+                for item in &mut unit.items {
+                    item.micros = micros;
+                }
+                unit.micros = micros * unit.items.len() as u64;
+                unit.unknown = false;
+                deque.micros = deque.micros - before + unit.micros;
+                self.micros = self.micros - before + unit.micros;
+            }
+        }
     }
 
     /// Puts tests back at the front of `worker`'s deque (retracted from it, or left
