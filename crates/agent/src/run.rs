@@ -34,13 +34,15 @@ use crate::pool::process::{signal_group, signal_name, spawn_python, SpawnSpec, S
 use crate::{AgentError, RunConfig, RunEvent, RunSummary, TestResult};
 
 /// Estimated seconds of short tests kept queued at a worker beyond its nextitem (see `fill`).
-const PREFETCH_SECS: f64 = 0.025;
+const PREFETCH_SECS: f64 = 0.05;
 /// At most this many tests sent to one worker ahead of time (running one included).
-const MAX_PREFETCH: usize = 32;
+const MAX_PREFETCH: usize = 64;
 const TICK: Duration = Duration::from_millis(50);
 /// A test without a recorded time that ran shorter than this settles its file (see
 /// `settle_file`): stacking a few such tests on a worker costs little.
 const SETTLE_SECS: f64 = 0.1;
+/// Tests estimated at least this long are marked `slow` for the worker (see `ToPython::Run`).
+const SLOW_SECS: f64 = 0.01;
 /// A slot that dies this many times in a row without finishing a test is given up.
 const MAX_CONSECUTIVE_CRASHES: u32 = 5;
 const STDERR_TAIL_LINES: usize = 40;
@@ -763,6 +765,7 @@ impl Run {
         if self.dispatch_stopped() || self.finished_dispatch {
             return;
         }
+        let workers = self.slots.len().max(1);
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
@@ -771,6 +774,7 @@ impl Run {
             return;
         }
         let mut batch = Vec::new();
+        let mut slow = Vec::new();
         // The worker starts a test only once it knows the test after it (its nextitem), so
         // one must be queued behind the running test. Short tests get more, sent in one
         // message, so the worker never waits for a round trip and messages stay few.
@@ -789,9 +793,10 @@ impl Run {
                 .map(|r| &r.id)
                 .chain(&state.queued)
                 .any(|id| self.risky.contains(id));
-            let refill = have(state) < 2 || prefetched < PREFETCH_SECS / 2.0;
-            while refill
-                && (have(state) < 2 || (have(state) < MAX_PREFETCH && prefetched < PREFETCH_SECS))
+            // Near the end less is sent ahead: a prefetched test can no longer be stolen.
+            let budget = PREFETCH_SECS.min(scheduler.remaining_estimate() / (4 * workers) as f64);
+            let refill = have(state) < 2 || prefetched < budget / 2.0;
+            while refill && (have(state) < 2 || (have(state) < MAX_PREFETCH && prefetched < budget))
             {
                 // Rather a second risky test than none: with nothing queued the worker would
                 // have to run its test with nextitem=None, tearing down session fixtures.
@@ -816,6 +821,9 @@ impl Run {
                         // The scheduler's estimate may be newer (see `settle_unknown`).
                         prefetched += estimate;
                         self.estimates.insert(id.clone(), estimate);
+                        if risky || estimate >= SLOW_SECS {
+                            slow.push(batch.len() as u32);
+                        }
                         state.queued.push_back(id.clone());
                         batch.push(id);
                     }
@@ -826,7 +834,7 @@ impl Run {
         let Some(tx) = state.tx.clone() else { return };
         if !batch.is_empty() {
             state.flushed = false;
-            let _ = tx.send(ToPython::Run { ids: batch });
+            let _ = tx.send(ToPython::Run { ids: batch, slow });
             self.promote(slot);
         }
         let state = &mut self.slots[slot];
@@ -1512,7 +1520,7 @@ impl Run {
         let order = &self.order;
         self.summary
             .results
-            .sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+            .sort_by_cached_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
         self.summary.wall = self.started.elapsed();
         if let Some(path) = self.config.junitxml.clone() {
             self.write_junit(&path)?;

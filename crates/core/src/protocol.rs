@@ -65,8 +65,14 @@ pub enum FromPython {
 pub enum ToPython {
     /// Zygote: fork a worker for this slot.
     Fork { slot: String },
-    /// Worker: append these to the local queue.
-    Run { ids: Vec<TestId> },
+    /// Worker: append these to the local queue. `slow`: positions in `ids` of tests that
+    /// may take a while (estimated at 10 ms or more, or of unknown length): the worker
+    /// sends the results it holds back before it starts one, so they are not late by it.
+    Run {
+        ids: Vec<TestId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        slow: Vec<u32>,
+    },
     /// Worker: nothing more for now; run the last queued test with `nextitem=None`.
     Flush,
     /// Finish the running test, tear down fixtures, exit.
@@ -258,10 +264,19 @@ mod tests {
     fn tags_on_the_wire() {
         let msg = ToPython::Run {
             ids: vec![TestId::new("t.py::a")],
+            slow: vec![],
         };
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"t":"run","ids":["t.py::a"]}"#
+        );
+        let msg = ToPython::Run {
+            ids: vec![TestId::new("t.py::a"), TestId::new("t.py::b")],
+            slow: vec![1],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"t":"run","ids":["t.py::a","t.py::b"],"slow":[1]}"#
         );
         assert_eq!(
             serde_json::to_string(&ToPython::Flush).unwrap(),

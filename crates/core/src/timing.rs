@@ -355,11 +355,21 @@ fn node_entries(durations: Durations) -> Vec<(CaseKey, f64)> {
 }
 
 fn parse_store(text: &str) -> Result<StoreIn, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(json_reason)?;
-    let serde_json::Value::Object(map) = &value else {
-        return Err("a shardex timings file is a JSON object".to_owned());
+    // The version first (skipping the rest without building it), so a newer layout is
+    // reported as such rather than as whatever field it changed.
+    #[derive(Deserialize)]
+    struct Version {
+        version: Option<serde_json::Value>,
+    }
+    let not_object = || "a shardex timings file is a JSON object".to_owned();
+    let version = match serde_json::from_str::<Version>(text) {
+        // serde would also take a struct from an array.
+        Ok(_) if !text.trim_start().starts_with('{') => return Err(not_object()),
+        Ok(v) => v.version,
+        Err(e) if e.is_data() => return Err(not_object()),
+        Err(e) => return Err(json_reason(e)),
     };
-    match map.get("version") {
+    match version {
         Some(v) if v.as_u64() == Some(STORE_VERSION) => {}
         Some(v) => {
             return Err(format!(

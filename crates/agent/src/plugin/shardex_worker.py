@@ -975,8 +975,8 @@ def _close_django_connections() -> None:
 # Results of passing tests shorter than this are held back and sent together (one write
 # and one agent wake-up for several tests), for at most _HOLD_SECS.
 _QUICK_SECS = 0.001
-_HOLD_SECS = 0.01
-_HOLD_MAX = 64
+_HOLD_SECS = 0.02
+_HOLD_MAX = 128
 
 
 # The reports of a plain pass, as `_phase_report` makes them (durations aside): sent in
@@ -1009,6 +1009,8 @@ class Worker:
         self.exiting = False
         self.reported_any = False
         self.held_since = 0.0
+        # Tests that may take a while: what is held back goes out before one starts.
+        self.slow: set[str] = set()
         # Every result is appended here before it is sent or held: if this process dies
         # with results held back, the agent reads them from this file (and so knows which
         # test the process died in).
@@ -1045,7 +1047,10 @@ class Worker:
     def _handle(self, msg) -> None:
         t = msg["t"]
         if t == "run":
-            self.queue.extend(msg["ids"])
+            ids = msg["ids"]
+            self.queue.extend(ids)
+            for index in msg.get("slow", ()):
+                self.slow.add(ids[index])
             self.flushed = False
         elif t == "flush":
             self.flushed = True
@@ -1089,6 +1094,9 @@ class Worker:
                 # is known, or the agent says there is none for now.
                 while not self.queue and not self.flushed and not self.exiting:
                     self._drain(block=True)
+                if nodeid in self.slow:
+                    self.slow.discard(nodeid)
+                    channel.release()
                 item = self.items.get(nodeid)
                 if item is None:
                     channel.send({"t": "fatal", "message": f"worker was sent an unknown test id: {nodeid}"})

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use shardex_core::protocol::{FromPython, Role, TestDone, ToPython, PROTOCOL_VERSION};
+use shardex_core::protocol::{Collection, FromPython, Role, TestDone, ToPython, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -126,9 +126,13 @@ where
     })
 }
 
-/// Parses one line. The per-test message skips serde's buffering of internally tagged
-/// enums (the plugin writes `"t"` first); everything else takes the general path.
+/// Parses one line. The per-test message and the (large) collection skip serde's buffering
+/// of internally tagged enums (the plugin writes `"t"` first); everything else takes the
+/// general path.
 fn parse_message(line: &str) -> serde_json::Result<FromPython> {
+    if line.starts_with(r#"{"t":"collected","#) {
+        return serde_json::from_str::<Collection>(line).map(FromPython::Collected);
+    }
     if line.starts_with(r#"{"t":"done","#) {
         return serde_json::from_str::<TestDone>(line).map(|done| FromPython::Done(done.expand()));
     }
@@ -202,6 +206,11 @@ mod tests {
                     other => other,
                 })
                 .unwrap()
+        );
+        let collected = r#"{"t":"collected","items":[{"id":"t.py::a","file":"t.py","line":3}],"deselected":1,"errors":0}"#;
+        assert_eq!(
+            parse_message(collected).unwrap(),
+            serde_json::from_str::<FromPython>(collected).unwrap()
         );
         assert!(
             parse_message(r#"{"t":"flush"}"#).is_err(),
