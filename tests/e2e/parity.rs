@@ -1,7 +1,12 @@
 //! Parity: `shardex run ARGS` must give the same exit code, summary counts and JUnit testcases
 //! as plain `pytest ARGS` on the same suite.
 
-use shardex_e2e::{assert_same_results, copy_fixture, pytest_cmd, serial, shardex_cmd};
+use std::path::Path;
+use std::process::Command;
+
+use shardex_e2e::{
+    assert_same_results, copy_fixture, pytest_cmd, serial, shardex_cmd, venv_python, Invocation,
+};
 
 use crate::shardex_bin;
 
@@ -177,4 +182,71 @@ fn harness_xdist_agrees_with_pytest() {
     .run();
     b.label = "pytest -n 2".into();
     assert_same_results("pytest vs pytest-xdist -n 2", &a, &b, &suite.dir);
+}
+
+/// After a run, pytest's cache says what `--lf` and `--ff` select, as after a plain pytest
+/// run: the zygote's own session records every test's final outcome (tests ran in forked
+/// workers whose reports it never saw) and writes `.pytest_cache` at its end.
+#[test]
+fn last_failed_and_failed_first_after_a_run() {
+    let _guard = serial();
+    let reference = copy_fixture("lastfailed");
+    let ours = copy_fixture("lastfailed");
+    // pytest_cmd turns the cache off; this test needs it.
+    let pytest = |args: &[&str], junit: &str| {
+        let mut cmd = Command::new(venv_python());
+        cmd.current_dir(&reference.dir)
+            .args(["-m", "pytest"])
+            .args(args);
+        let junit = reference.scratch.join(junit);
+        cmd.args(["-o", "junit_family=xunit1"])
+            .arg(format!("--junitxml={}", junit.display()));
+        Invocation {
+            label: "pytest".into(),
+            cmd,
+            junit_path: Some(junit),
+        }
+        .run()
+    };
+    let lastfailed = |dir: &Path| -> serde_json::Value {
+        let path = dir.join(".pytest_cache/v/cache/lastfailed");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("lastfailed is JSON")
+    };
+    let first = pytest(&[], "first.xml");
+    let run = shardex_cmd(shardex_bin(), &ours.dir, &["-n", "2"], None).run();
+    assert_eq!(first.code(), run.code(), "{}", run.describe());
+    assert_eq!(
+        lastfailed(&reference.dir),
+        lastfailed(&ours.dir),
+        "cache/lastfailed after one run"
+    );
+    for args in [&["--lf"][..], &["--ff"][..]] {
+        let junit = format!("{}.xml", args[0].trim_start_matches('-'));
+        let expected = pytest(args, &junit);
+        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
+        let actual = shardex_cmd(
+            shardex_bin(),
+            &ours.dir,
+            &shardex_args,
+            Some(&ours.scratch.join(&junit)),
+        )
+        .run();
+        assert_same_results(
+            &format!("fixtures/lastfailed, second run with {args:?}"),
+            &expected,
+            &actual,
+            &reference.dir,
+        );
+        // The cache plugin's line under "collected ..." (`run-last-failure: ...`).
+        let plugin_line = |out: &str| {
+            out.lines()
+                .find(|l| l.starts_with("run-last-failure:"))
+                .map(str::to_owned)
+        };
+        let line = plugin_line(&expected.stdout);
+        assert!(line.is_some(), "{}", expected.describe());
+        assert_eq!(line, plugin_line(&actual.stdout), "{}", actual.describe());
+    }
 }

@@ -17,6 +17,8 @@ pub enum RunEvent {
     Collected {
         total: usize,
         deselected: u32,
+        /// Plugins' lines for under the "collected" line (`Collection::report_lines`).
+        report_lines: Vec<String>,
         workers: usize,
         /// Sum of the tests' estimated durations, seconds (for an ETA).
         estimated_total: f64,

@@ -368,6 +368,20 @@ impl Run {
         }
     }
 
+    /// The final outcome of every test that ran (not retried attempts), for the zygote.
+    fn final_outcomes(&self) -> ToPython {
+        let (mut failed, mut passed) = (Vec::new(), Vec::new());
+        let ran = |r: &&Arc<TestResult>| !r.will_retry && r.outcome != Outcome::NotRun;
+        for result in self.results.iter().filter(ran) {
+            if result.outcome.is_failure() {
+                failed.push(result.id.clone());
+            } else {
+                passed.push(result.id.clone());
+            }
+        }
+        ToPython::Results { failed, passed }
+    }
+
     fn is_done(&mut self) -> bool {
         let Some(since) = self.stopping else {
             return false;
@@ -375,8 +389,10 @@ impl Run {
         let workers_gone = self.slots.iter().all(|s| !s.alive);
         if workers_gone {
             // Only now: the zygote reports its workers' exits, so it goes last.
+            let results = self.final_outcomes();
             if let Some(z) = self.zygote.as_mut().filter(|z| !z.exited) {
                 if let Some(tx) = z.tx.take() {
+                    let _ = tx.send(results);
                     let _ = tx.send(ToPython::Exit);
                 }
             }
@@ -690,6 +706,7 @@ impl Run {
         self.emit(RunEvent::Collected {
             total: tests.len(),
             deselected: collection.deselected,
+            report_lines: collection.report_lines.clone(),
             workers,
             estimated_total: estimates.iter().sum(),
         });

@@ -75,6 +75,12 @@ pub enum ToPython {
     },
     /// Worker: nothing more for now; run the last queued test with `nextitem=None`.
     Flush,
+    /// Zygote, before `exit`: the final outcome of each test that ran, for what its own
+    /// session keeps across runs (pytest's cache: `--lf`, `--ff`).
+    Results {
+        failed: Vec<TestId>,
+        passed: Vec<TestId>,
+    },
     /// Finish the running test, tear down fixtures, exit.
     Exit,
 }
@@ -151,6 +157,10 @@ pub struct Collection {
     pub deselected: u32,
     /// Collection errors (failed collect reports).
     pub errors: u32,
+    /// What plugins print after the "collected" line (`pytest_report_collectionfinish`,
+    /// e.g. `run-last-failure: ...`), in pytest's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_lines: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

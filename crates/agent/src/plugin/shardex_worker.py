@@ -738,6 +738,7 @@ class ShardexPlugin:
                 "items": [] if interrupted else [_item_info(item) for item in items],
                 "deselected": self.deselected,
                 "errors": self.collect_errors,
+                "report_lines": _collectionfinish_lines(session),
             }
         )
         if interrupted or session.config.option.collectonly:
@@ -901,6 +902,8 @@ class Zygote:
                     while msg is not None:
                         if msg["t"] == "fork":
                             self._fork(msg["slot"], wake_r, wake_w)
+                        elif msg["t"] == "results":
+                            _update_lastfailed(config, msg["failed"], msg["passed"])
                         elif msg["t"] == "exit":
                             return
                         msg = channel._pop_line()
@@ -960,6 +963,39 @@ class Zygote:
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
+
+
+def _collectionfinish_lines(session) -> list:
+    """The lines pytest's terminal reporter prints after "collected N items" (its
+    `pytest_collection_finish`), flattened in its order."""
+    config = session.config
+    try:
+        results = config.hook.pytest_report_collectionfinish(
+            config=config, start_path=config.invocation_params.dir, items=session.items
+        )
+    except Exception:
+        return []
+    lines = []
+    for line_or_lines in reversed(results):
+        if isinstance(line_or_lines, str):
+            lines.append(line_or_lines)
+        else:
+            lines.extend(str(line) for line in line_or_lines)
+    return lines
+
+
+def _update_lastfailed(config, failed, passed) -> None:
+    """What pytest's cache plugin would have recorded had the tests run in this process
+    (its `pytest_runtest_logreport`): the session-finish of this process then writes
+    `cache/lastfailed`, so `--lf`/`--ff` work on the next run as with plain pytest."""
+    lfplugin = config.pluginmanager.get_plugin("lfplugin")
+    lastfailed = getattr(lfplugin, "lastfailed", None)
+    if lastfailed is None:
+        return
+    for nodeid in passed:
+        lastfailed.pop(nodeid, None)
+    for nodeid in failed:
+        lastfailed[nodeid] = True
 
 
 def _close_django_connections() -> None:

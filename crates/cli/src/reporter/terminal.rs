@@ -99,9 +99,16 @@ impl Reporter {
             RunEvent::Collected {
                 total,
                 deselected,
+                report_lines,
                 workers,
                 estimated_total,
-            } => self.collected(*total, *deselected, *workers, *estimated_total),
+            } => self.collected(
+                *total,
+                *deselected,
+                report_lines,
+                *workers,
+                *estimated_total,
+            ),
             RunEvent::TestStarted { .. } => {}
             RunEvent::TestFinished(result) => self.test_finished(result),
             RunEvent::Warning(_) => self.seen.add(Category::Warnings),
@@ -136,13 +143,23 @@ impl Reporter {
         }
     }
 
-    fn collected(&mut self, total: usize, deselected: u32, workers: usize, estimated_total: f64) {
+    fn collected(
+        &mut self,
+        total: usize,
+        deselected: u32,
+        report_lines: &[String],
+        workers: usize,
+        estimated_total: f64,
+    ) {
         self.total = Some(total);
         if deselected > 0 {
             self.seen.add(Category::Deselected);
         }
         if self.verbosity() >= 0 {
             self.show_collected(total, deselected);
+            for line in report_lines {
+                self.w.write_line(line, Style::PLAIN);
+            }
             if workers > 0 {
                 // xdist's last status line, in bold on a terminal as xdist rewrites it.
                 let line = format!("{} [{}]", plural(workers, "worker"), plural(total, "item"));

@@ -190,6 +190,7 @@ impl Run {
         self.events.push(RunEvent::Collected {
             total,
             deselected,
+            report_lines: Vec::new(),
             workers,
             estimated_total: 1.0,
         });
