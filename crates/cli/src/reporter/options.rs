@@ -29,11 +29,25 @@ impl ReporterOptions {
     pub fn detect() -> Self {
         let stdout = std::io::stdout();
         let is_tty = stdout.is_terminal();
-        Self::from_env(|name| std::env::var(name).ok(), is_tty, Box::new(stdout))
+        let columns = || {
+            is_tty
+                .then(|| console::Term::stdout().size_checked())
+                .flatten()
+                .map(|(_rows, cols)| usize::from(cols))
+        };
+        Self::from_env(
+            |name| std::env::var(name).ok(),
+            columns,
+            is_tty,
+            Box::new(stdout),
+        )
     }
 
+    /// `terminal_columns`: the terminal's width when stdout is one (asked only when
+    /// `COLUMNS` does not say).
     pub(crate) fn from_env(
         env: impl Fn(&str) -> Option<String>,
+        terminal_columns: impl FnOnce() -> Option<usize>,
         is_tty: bool,
         out: Box<dyn Write + Send>,
     ) -> Self {
@@ -48,10 +62,12 @@ impl ReporterOptions {
         };
         let on_ci = CI_VARS.iter().any(|name| set(name));
         let live = is_tty && !dumb && !on_ci;
-        // Python's get_terminal_size takes COLUMNS when positive; pytest then replaces
-        // anything under 40 with 80.
+        // Python's get_terminal_size takes COLUMNS when positive, else asks the terminal
+        // (stdout), else 80; pytest then replaces anything under 40 with 80.
         let width = env(COLUMNS)
             .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&w| w > 0)
+            .or_else(terminal_columns)
             .filter(|&w| w >= 40)
             .unwrap_or(DEFAULT_WIDTH);
         Self {
@@ -89,11 +105,39 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        with_terminal(&vars, tty, None)
+    }
+
+    fn with_terminal(vars: &[(String, String)], tty: bool, cols: Option<usize>) -> ReporterOptions {
         ReporterOptions::from_env(
             |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            || cols,
             tty,
             Box::new(std::io::sink()),
         )
+    }
+
+    #[test]
+    fn width_from_columns_else_the_terminal() {
+        type Vars = &'static [(&'static str, &'static str)];
+        let cases: &[(Vars, Option<usize>, usize)] = &[
+            (&[], Some(132), 132),
+            (&[("COLUMNS", "120")], Some(132), 120),
+            (&[("COLUMNS", "0")], Some(132), 132),
+            (&[], Some(30), 80),
+            (&[], None, 80),
+        ];
+        for (vars, cols, want) in cases {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(
+                with_terminal(&vars, true, *cols).width,
+                *want,
+                "{vars:?} {cols:?}"
+            );
+        }
     }
 
     #[test]
