@@ -26,6 +26,25 @@ fn case<'a>(run: &RunOutput, cases: &'a [TestCase], classname: &str, name: &str)
     found[0]
 }
 
+/// The testcase `classname::name` failed (pytest writes a failing call as `<failure>`,
+/// xdist a worker crash as `<error>`: either) and its report mentions one of `any_of`.
+fn assert_failed_mentioning<'a>(
+    run: &RunOutput,
+    cases: &'a [TestCase],
+    (classname, name): (&str, &str),
+    any_of: &[&str],
+) -> &'a TestCase {
+    let tc = case(run, cases, classname, name);
+    assert!(
+        matches!(tc.kind(), Kind::Failure | Kind::Error),
+        "{name} should be reported failed, JUnit says {}\n{}",
+        tc.kind(),
+        run.describe()
+    );
+    assert_mentions(run, tc, any_of);
+    tc
+}
+
 fn assert_mentions(run: &RunOutput, tc: &TestCase, any_of: &[&str]) {
     let text = tc.all_text();
     assert!(
@@ -67,16 +86,7 @@ fn crashing_workers_fail_their_test_and_the_rest_runs() {
         ),
     ];
     for (name, mentions, marker) in crashers {
-        let tc = case(&run, &junit.cases, "test_crashers", name);
-        // The summary must count it as failed. In JUnit, pytest writes a failing call as
-        // <failure>; pytest-xdist writes a worker crash as <error>: accept either.
-        assert!(
-            matches!(tc.kind(), Kind::Failure | Kind::Error),
-            "{name} should be reported failed, JUnit says {}\n{}",
-            tc.kind(),
-            run.describe()
-        );
-        assert_mentions(&run, tc, mentions);
+        let tc = assert_failed_mentioning(&run, &junit.cases, ("test_crashers", name), mentions);
         // DESIGN §8 wants the worker's stderr tail in the report. The test's own writes to fd 2
         // go to pytest's capture file (not the worker's real stderr), so they are lost unless
         // shardex recovers the capture: report it, don't fail on it.
@@ -160,14 +170,7 @@ fn held_back_results_survive_a_crash_and_a_timeout() {
         ),
     ];
     for (classname, name, mentions) in dead {
-        let tc = case(&run, &junit.cases, classname, name);
-        assert!(
-            matches!(tc.kind(), Kind::Failure | Kind::Error),
-            "{name} should be reported failed, JUnit says {}\n{}",
-            tc.kind(),
-            run.describe()
-        );
-        assert_mentions(&run, tc, mentions);
+        assert_failed_mentioning(&run, &junit.cases, (classname, name), mentions);
     }
     let others: Vec<&TestCase> = junit
         .cases

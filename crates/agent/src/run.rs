@@ -1112,12 +1112,17 @@ impl Run {
     /// The worker runs its queue in order: when nothing runs, the head of what was sent is
     /// running from now on (its timeout counts from here).
     fn promote(&mut self, slot: usize) {
-        let state = &mut self.slots[slot];
+        let state = &self.slots[slot];
         if state.running.is_some() || !state.alive || state.tx.is_none() {
             return;
         }
-        if let Some(id) = state.queued.pop_front() {
-            state.running = Some(Running {
+        self.start_next(slot);
+    }
+
+    /// The head of what was sent to `slot` is running from now on.
+    fn start_next(&mut self, slot: usize) {
+        if let Some(id) = self.slots[slot].queued.pop_front() {
+            self.slots[slot].running = Some(Running {
                 id: id.clone(),
                 started: Instant::now(),
             });
@@ -1160,18 +1165,8 @@ impl Run {
             self.on_done(slot, done);
         }
         // A worker runs its tests in order: it was in the one after its last result.
-        let state = &mut self.slots[slot];
-        if state.running.is_none() {
-            if let Some(id) = state.queued.pop_front() {
-                state.running = Some(Running {
-                    id: id.clone(),
-                    started: Instant::now(),
-                });
-                self.emit(RunEvent::TestStarted {
-                    id,
-                    worker: WorkerId(slot),
-                });
-            }
+        if self.slots[slot].running.is_none() {
+            self.start_next(slot);
         }
     }
 
