@@ -250,3 +250,40 @@ fn last_failed_and_failed_first_after_a_run() {
         assert_eq!(line, plugin_line(&actual.stdout), "{}", actual.describe());
     }
 }
+
+/// `--durations N [--durations-min S]`: the same section as pytest's, listing the same
+/// phases of the same tests in the same order (the seconds themselves vary run to run).
+#[test]
+fn durations_section_like_pytest() {
+    let _guard = serial();
+    let suite = copy_fixture("durations");
+    // The section's lines without their leading "0.60s ".
+    let section = |out: &str| -> Vec<String> {
+        let mut lines = out.lines().skip_while(|l| !l.contains(" durations ="));
+        let header = lines.next().map(|l| l.trim_matches('=').trim().to_owned());
+        header
+            .into_iter()
+            .chain(
+                lines
+                    .take_while(|l| !l.starts_with('='))
+                    .map(|l| l.split_once("s ").map_or(l, |(_, rest)| rest).to_owned()),
+            )
+            .collect()
+    };
+    for args in [
+        &["--durations", "3"][..],
+        &["--durations=5", "--durations-min=0.1"][..],
+    ] {
+        let expected = pytest_cmd(&suite.dir, args, None).run();
+        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
+        let actual = shardex_cmd(shardex_bin(), &suite.dir, &shardex_args, None).run();
+        let want = section(&expected.stdout);
+        assert!(want.len() >= 4, "{}", expected.describe());
+        assert_eq!(
+            want,
+            section(&actual.stdout),
+            "{args:?}\n{}",
+            actual.describe()
+        );
+    }
+}

@@ -112,6 +112,11 @@ pub struct SessionInfo {
     /// pytest-rerunfailures is installed (and disabled: shardex owns retries).
     #[serde(default)]
     pub rerunfailures_installed: bool,
+    /// `--durations N` (0: all) and `--durations-min`, as given.
+    #[serde(default)]
+    pub durations: Option<u32>,
+    #[serde(default)]
+    pub durations_min: Option<f64>,
 }
 
 /// pytest-rerunfailures' rules for one test (its `flaky` marker) or the whole run.

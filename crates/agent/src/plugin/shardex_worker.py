@@ -648,6 +648,8 @@ class ShardexPlugin:
             "fail_on_flaky": bool(getattr(config.option, "fail_on_flaky", False)),
             "max_suite_reruns": getattr(config.option, "max_suite_reruns", None),
             "rerunfailures_installed": _rerunfailures_installed(),
+            "durations": config.option.durations,
+            "durations_min": config.option.durations_min,
         }
 
     # -- hooks ---------------------------------------------------------------

@@ -21,6 +21,9 @@ pub(crate) struct Settings {
     pub continue_on_collection_errors: bool,
     pub collectonly: bool,
     pub on_ci: bool,
+    /// `--durations` and `--durations-min` (see `durations`).
+    pub durations: Option<u32>,
+    pub durations_min: Option<f64>,
 }
 
 impl Settings {
@@ -34,6 +37,8 @@ impl Settings {
                 continue_on_collection_errors: s.continue_on_collection_errors,
                 collectonly: s.collectonly,
                 on_ci,
+                durations: s.durations,
+                durations_min: s.durations_min,
             },
             // pytest's defaults, for a run that never got as far as starting pytest.
             None => Self {
@@ -44,6 +49,8 @@ impl Settings {
                 continue_on_collection_errors: false,
                 collectonly: false,
                 on_ci,
+                durations: None,
+                durations_min: None,
             },
         }
     }
@@ -151,6 +158,7 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
         reruns(w, summary);
     }
     flaky(w, summary);
+    durations(w, s, summary);
     short_test_summary(w, s, summary);
 
     if let Some(reason) = should_fail(s, summary) {
@@ -322,6 +330,85 @@ fn warnings(w: &mut Writer, summary: &RunSummary) {
         "-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html",
         Style::PLAIN,
     );
+}
+
+/// pytest's `--durations` section (`_pytest/runner.py: pytest_terminal_summary`): every
+/// phase report of every attempt, longest first; those under `--durations-min` (default
+/// 5 ms, 0 with `-vv`) are counted, not listed.
+fn durations(w: &mut Writer, s: &Settings, summary: &RunSummary) {
+    let Some(count) = s.durations else {
+        return;
+    };
+    let min = s
+        .durations_min
+        .unwrap_or(if s.verbosity < 2 { 0.005 } else { 0.0 });
+    let mut reports: Vec<(f64, &str, &str)> = summary
+        .results
+        .iter()
+        .flat_map(|r| {
+            r.reports
+                .iter()
+                .map(move |p| (p.duration, &*p.when, r.id.as_str()))
+        })
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    reports.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if count == 0 {
+        w.write_sep('=', Some("slowest durations"), Style::PLAIN);
+    } else {
+        w.write_sep(
+            '=',
+            Some(&format!("slowest {count} durations")),
+            Style::PLAIN,
+        );
+        reports.truncate(count as usize);
+    }
+    for (i, (duration, when, nodeid)) in reports.iter().enumerate() {
+        if *duration < min {
+            w.write_line("", Style::PLAIN);
+            let mut message = format!(
+                "({} durations < {}s hidden.",
+                reports.len() - i,
+                python_g(min)
+            );
+            if s.durations_min.is_none() {
+                message += "  Use -vv to show these durations.";
+            }
+            message += ")";
+            w.write_line(&message, Style::PLAIN);
+            break;
+        }
+        w.write_line(
+            &format!("{duration:02.2}s {when:<8} {nodeid}"),
+            Style::PLAIN,
+        );
+    }
+}
+
+/// Python's `format(x, "g")`: 6 significant digits, no trailing zeros, exponent form
+/// outside 1e-4..1e6.
+fn python_g(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let exp = x.abs().log10().floor() as i32;
+    if !(-4..6).contains(&exp) {
+        let text = format!("{:.5e}", x);
+        let (mantissa, exponent) = text.split_once('e').expect("exponent form");
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        let exponent: i32 = exponent.parse().expect("integer exponent");
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exponent.abs());
+    }
+    let decimals = (5 - exp).max(0) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
 }
 
 /// pytest's `summary_passes_combined` (`-rP`, `-rX`): the captured output of passing tests.
@@ -675,6 +762,22 @@ fn collect_only_parts(summary: &RunSummary) -> (Vec<(String, Style)>, Color) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_g_like_python() {
+        for (x, want) in [
+            (0.005, "0.005"),
+            (0.1, "0.1"),
+            (1.0, "1"),
+            (2.5, "2.5"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1234567.0, "1.23457e+06"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(python_g(x), want, "{x}");
+        }
+    }
 
     #[test]
     fn report_chars_like_getreportopt() {
