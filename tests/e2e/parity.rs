@@ -287,3 +287,61 @@ fn durations_section_like_pytest() {
         );
     }
 }
+
+/// pytest-cov: tests that ran in forked workers count. The coverage table (term-missing)
+/// and the exit code are plain pytest's, also when `--cov-fail-under` fails the run.
+#[test]
+fn coverage_counts_the_workers_tests() {
+    let _guard = serial();
+    let suite = copy_fixture("coverage");
+    // From the table's header to its TOTAL line.
+    let table = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip_while(|l| !l.starts_with("Name "))
+            .take_while(|l| !l.starts_with("TOTAL"))
+            .map(str::to_owned)
+            .chain(
+                out.lines()
+                    .find(|l| l.starts_with("TOTAL"))
+                    .map(str::to_owned),
+            )
+            .collect()
+    };
+    for (args, code) in [
+        (&["--cov=pkg", "--cov-report=term-missing"][..], 0),
+        (
+            &[
+                "--cov=pkg",
+                "--cov-report=term-missing",
+                "--cov-fail-under=99",
+            ][..],
+            1,
+        ),
+    ] {
+        let expected = pytest_cmd(&suite.dir, args, None).run();
+        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
+        let actual = shardex_cmd(shardex_bin(), &suite.dir, &shardex_args, None).run();
+        expected.assert_code(code);
+        actual.assert_code(code);
+        let want = table(&expected.stdout);
+        assert!(want.len() >= 4, "{}", expected.describe());
+        assert_eq!(
+            want,
+            table(&actual.stdout),
+            "{args:?}\n{}",
+            actual.describe()
+        );
+        if code == 1 {
+            for needle in [
+                "ERROR: Coverage failure",
+                "FAIL Required test coverage of 99%",
+            ] {
+                assert!(
+                    actual.stdout.contains(needle),
+                    "{needle}\n{}",
+                    actual.describe()
+                );
+            }
+        }
+    }
+}

@@ -92,6 +92,10 @@ pub struct RunSummary {
     /// `--fail-on-flaky`: a test that passed only on a retry makes the exit code 7.
     pub fail_on_flaky: bool,
     pub workers: usize,
+    /// Plugins' terminal summary sections from the zygote (`FromPython::PluginSummary`).
+    pub plugin_summary: String,
+    /// A plugin failed the run (pytest-cov's `--cov-fail-under`): its message.
+    pub plugin_failure: Option<String>,
 }
 
 impl RunSummary {

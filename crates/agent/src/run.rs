@@ -182,6 +182,8 @@ struct Zygote {
     pid: u32,
     tx: Option<UnboundedSender<ToPython>>,
     exited: bool,
+    /// Its connection ended: everything it sent (its plugins' summary) has arrived.
+    disconnected: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -397,7 +399,11 @@ impl Run {
                 }
             }
         }
-        let all_gone = workers_gone && self.zygote.as_ref().is_none_or(|z| z.exited);
+        let all_gone = workers_gone
+            && self
+                .zygote
+                .as_ref()
+                .is_none_or(|z| z.exited && z.disconnected);
         all_gone || since.elapsed() > self.config.kill_grace * 2 + Duration::from_secs(1)
     }
 
@@ -435,6 +441,7 @@ impl Run {
             pid,
             tx: None,
             exited: false,
+            disconnected: false,
         });
         self.watch_zygote();
         Ok(())
@@ -489,15 +496,21 @@ impl Run {
                 tx,
             }) => self.on_open(conn, role, slot, pid, tx),
             Ev::Conn(ConnEvent::Message { conn, msg }) => self.on_message(conn, *msg)?,
-            Ev::Conn(ConnEvent::Closed { conn }) => {
-                if let Some(ConnPeer::Worker(slot)) = self.conns.remove(&conn) {
+            Ev::Conn(ConnEvent::Closed { conn }) => match self.conns.remove(&conn) {
+                Some(ConnPeer::Worker(slot)) => {
                     let state = &mut self.slots[slot];
                     if state.conn == Some(conn) {
                         state.tx = None;
                         state.conn = None;
                     }
                 }
-            }
+                Some(ConnPeer::Zygote) => {
+                    if let Some(z) = self.zygote.as_mut() {
+                        z.disconnected = true;
+                    }
+                }
+                None => {}
+            },
             Ev::Conn(ConnEvent::Invalid { conn, reason }) => {
                 return Err(AgentError::Protocol {
                     peer: format!("connection {conn}"),
@@ -632,6 +645,12 @@ impl Run {
                 } else {
                     self.emit(RunEvent::Warning(warning.clone()));
                     self.summary.warnings.push(warning);
+                }
+            }
+            FromPython::PluginSummary { text, failure } => {
+                self.summary.plugin_summary.push_str(&text);
+                if failure.is_some() {
+                    self.summary.plugin_failure = failure;
                 }
             }
             FromPython::Fatal { message } => {

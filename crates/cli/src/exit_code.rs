@@ -35,7 +35,8 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     if collection_errors > 0 && !continue_on_errors {
         return INTERRUPTED;
     }
-    if collection_errors > 0 || summary.any_test_failed() {
+    // pytest-cov's --cov-fail-under counts as a failed test (session.testsfailed += 1).
+    if collection_errors > 0 || summary.any_test_failed() || summary.plugin_failure.is_some() {
         return TESTS_FAILED;
     }
     if summary.collected == 0 {

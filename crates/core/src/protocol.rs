@@ -53,6 +53,14 @@ pub enum FromPython {
     },
     Done(TestDone),
     Warning(WarningReport),
+    /// Zygote, at its end: what plugins wrote in pytest's terminal summary there (e.g.
+    /// pytest-cov's report, with the run's colour and width), and a plugin's verdict that
+    /// fails the run although every test passed (`--cov-fail-under`).
+    PluginSummary {
+        text: String,
+        #[serde(default)]
+        failure: Option<String>,
+    },
     /// The plugin hit an internal error; the text is a Python traceback.
     Fatal {
         message: String,

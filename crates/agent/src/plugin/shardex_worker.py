@@ -730,6 +730,36 @@ class ShardexPlugin:
             except KeyError:
                 pass
 
+    # The zygote's terminal summary: what plugins write there (pytest-cov's report) goes to
+    # the agent. This (tryfirst) and the module's pytest_terminal_summary (trylast) bracket
+    # the plugins' implementations, inside pytest's own (muted) sections.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if _MODE != "zygote":
+            return
+        from _pytest._io import TerminalWriter
+
+        self.summary_buffer = io.StringIO()
+        self.muted_writer = terminalreporter._tw
+        writer = TerminalWriter(file=self.summary_buffer)
+        writer.hasmarkup = _COLOR
+        writer.fullwidth = _WIDTH
+        terminalreporter._tw = writer
+
+    def end_summary_capture(self, terminalreporter) -> None:
+        buffer = getattr(self, "summary_buffer", None)
+        if buffer is None:
+            return
+        terminalreporter._tw = self.muted_writer
+        self.summary_buffer = None
+        text = buffer.getvalue()
+        failure = _coverage_failure(self.config)
+        if text.strip() or failure:
+            try:
+                self.channel.send({"t": "plugin_summary", "text": text, "failure": failure})
+            except OSError:
+                pass
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         items = session.items
@@ -932,7 +962,9 @@ class Zygote:
                 os.close(wake_w)
                 plugin.channel.close()
                 plugin.become_worker(slot, forked=True)
+                cov = _coverage_in_fork(plugin.config)
                 Worker(plugin, self.session).serve()
+                _save_coverage(cov)
             except BaseException:
                 code = 70
                 try:
@@ -965,6 +997,82 @@ class Zygote:
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
+
+
+# --------------------------------------------------------------------------- pytest-cov
+#
+# pytest-cov (`--cov`) starts measuring in the zygote, before collection, and reports at the
+# zygote's end (`Central`: stop, save, combine every parallel data file, report). A fork
+# would go on measuring into the zygote's objects and never save: each worker starts its own
+# Coverage instead, saved as a parallel data file beside the zygote's when it ends, which
+# that combine takes in (what coverage's own `patch = fork` does). The zygote then sends the
+# terminal report its plugins write (see `pytest_terminal_summary` below).
+
+
+def _cov_controller(config):
+    plugin = config.pluginmanager.get_plugin("_cov")
+    if plugin is None or getattr(plugin, "_disabled", False):
+        return None
+    return getattr(plugin, "cov_controller", None)
+
+
+def _coverage_in_fork(config):
+    controller = _cov_controller(config)
+    parent = getattr(controller, "cov", None)
+    combining = getattr(controller, "combining_cov", None)
+    if parent is None or combining is None:
+        return None
+    try:
+        import coverage
+
+        parent.stop()
+        child = coverage.Coverage(
+            source=controller.cov_source,
+            branch=controller.cov_branch,
+            data_suffix=True,
+            # Absolute, fixed when the zygote started: the combine looks beside it.
+            data_file=combining.config.data_file,
+            config_file=controller.cov_config,
+        )
+        child.start()
+        # pytest-cov's pause/resume (`no_cover`) and contexts act on the controller's object.
+        controller.cov = child
+        return child
+    except Exception:
+        traceback.print_exc()
+        return None
+
+
+def _save_coverage(cov) -> None:
+    if cov is None:
+        return
+    try:
+        cov.stop()
+        cov.save()
+    except Exception:
+        traceback.print_exc()
+
+
+def _coverage_failure(config):
+    """pytest-cov's `--cov-fail-under` verdict in this (the zygote's) session, as the
+    message it prints; None when coverage passed or is not measured."""
+    plugin = config.pluginmanager.get_plugin("_cov")
+    total = getattr(plugin, "cov_total", None)
+    options = getattr(plugin, "options", None)
+    fail_under = getattr(options, "cov_fail_under", None)
+    if total is None or fail_under is None:
+        return None
+    try:
+        from coverage.results import display_covered, should_fail_under
+
+        precision = options.cov_precision
+        if not should_fail_under(total, fail_under, precision):
+            return None
+        return "Coverage failure: total of {total} is less than fail-under={fail_under:.{p}f}".format(
+            total=display_covered(total, precision), fail_under=fail_under, p=precision
+        )
+    except Exception:
+        return None
 
 
 def _collectionfinish_lines(session) -> list:
@@ -1173,6 +1281,23 @@ class Worker:
                 session._setupstate.teardown_exact(None)
             except Exception:
                 pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    # --spawn: each worker is a whole pytest session, and pytest-cov would start measuring
+    # in each and race on the same data file (sqlite errors). No zygote combines their
+    # data either: coverage is not measured under --spawn (as with pytest-cov's --no-cov).
+    if _MODE == "worker":
+        early_config.known_args_namespace.no_cov = True
+    return (yield)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter) -> None:
+    plugin = terminalreporter.config.pluginmanager.get_plugin("shardex-plugin")
+    if plugin is not None:
+        plugin.end_summary_capture(terminalreporter)
 
 
 @pytest.hookimpl(trylast=True)

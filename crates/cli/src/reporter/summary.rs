@@ -139,6 +139,11 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
             w.write_line(&format!("INTERNALERROR> {line}"), Style::PLAIN);
         }
     }
+    if let Some(failure) = &summary.plugin_failure {
+        // pytest-cov writes it when its measurement ends, before the summary sections.
+        w.close_line();
+        w.write_line(&format!("ERROR: {failure}"), Style::fg(Color::Red).bold());
+    }
     // pytest's `self._tw.line("")` at session finish: ends the progress line, or leaves a
     // blank line.
     w.line("", Style::PLAIN);
@@ -158,6 +163,11 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
         reruns(w, summary);
     }
     flaky(w, summary);
+    if !summary.plugin_summary.is_empty() {
+        // Written by the zygote's pytest with the run's colour and width: as is.
+        w.close_line();
+        w.write(&summary.plugin_summary, Style::PLAIN);
+    }
     durations(w, s, summary);
     short_test_summary(w, s, summary);
 
