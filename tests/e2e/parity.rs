@@ -288,8 +288,9 @@ fn durations_section_like_pytest() {
     }
 }
 
-/// pytest-cov: tests that ran in forked workers count. The coverage table (term-missing)
-/// and the exit code are plain pytest's, also when `--cov-fail-under` fails the run.
+/// pytest-cov: tests that ran in forked workers count. The coverage table (term-missing),
+/// the exit code and the recorded test contexts are plain pytest's, also when
+/// `--cov-fail-under` fails the run; `no_cover` tests do not count.
 #[test]
 fn coverage_counts_the_workers_tests() {
     let _guard = serial();
@@ -307,30 +308,48 @@ fn coverage_counts_the_workers_tests() {
             )
             .collect()
     };
-    for (args, code) in [
-        (&["--cov=pkg", "--cov-report=term-missing"][..], 0),
-        (
-            &[
-                "--cov=pkg",
-                "--cov-report=term-missing",
-                "--cov-fail-under=99",
-            ][..],
-            1,
-        ),
+    // The test contexts recorded in .coverage (`--cov-context=test`).
+    let contexts = || -> String {
+        let out = Command::new(venv_python())
+            .current_dir(&suite.dir)
+            .args([
+                "-c",
+                "import coverage; c = coverage.Coverage(); c.load(); \
+                 print(sorted(c.get_data().measured_contexts()))",
+            ])
+            .output()
+            .expect("python runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let term = ["--cov=pkg", "--cov-report=term-missing"];
+    for (extra, code) in [
+        (None, 0),
+        (Some("--cov-fail-under=99"), 1),
+        (Some("--cov-context=test"), 0),
     ] {
-        let expected = pytest_cmd(&suite.dir, args, None).run();
-        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
+        let args: Vec<&str> = term.iter().copied().chain(extra).collect();
+        let expected = pytest_cmd(&suite.dir, &args, None).run();
+        let expected_contexts = contexts();
+        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(&args).copied().collect();
         let actual = shardex_cmd(shardex_bin(), &suite.dir, &shardex_args, None).run();
         expected.assert_code(code);
         actual.assert_code(code);
         let want = table(&expected.stdout);
         assert!(want.len() >= 4, "{}", expected.describe());
+        // The fixture's `no_cover` test must not count, in the workers as in pytest.
         assert_eq!(
             want,
             table(&actual.stdout),
             "{args:?}\n{}",
             actual.describe()
         );
+        if extra == Some("--cov-context=test") {
+            assert!(
+                expected_contexts.contains("test_add[0]|run"),
+                "{expected_contexts}"
+            );
+        }
+        assert_eq!(expected_contexts, contexts(), "measured contexts, {args:?}");
         if code == 1 {
             for needle in [
                 "ERROR: Coverage failure",
