@@ -815,9 +815,10 @@ impl Run {
         // one must be queued behind the running test. Short tests get more, sent in one
         // message, so the worker never waits for a round trip and messages stay few.
         let have = |state: &Slot| state.queued.len() + usize::from(state.running.is_some());
-        if have(state) >= MAX_PREFETCH / 2 && have(state) >= 2 {
-            // Enough queued whatever the estimates: skip the sums below (the common case).
-        } else {
+        // With half the maximum queued nothing is needed, whatever the estimates: the common
+        // case, without the sums below.
+        let enough = have(state) >= 2 && have(state) >= MAX_PREFETCH / 2;
+        if !enough {
             let mut prefetched: f64 = state
                 .queued
                 .iter()

@@ -1060,7 +1060,7 @@ def _coverage_failure(config):
     total = getattr(plugin, "cov_total", None)
     options = getattr(plugin, "options", None)
     fail_under = getattr(options, "cov_fail_under", None)
-    if total is None or fail_under is None:
+    if total is None or fail_under is None or getattr(options, "collectonly", False):
         return None
     try:
         from coverage.results import display_covered, should_fail_under
