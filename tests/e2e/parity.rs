@@ -189,6 +189,16 @@ fn harness_xdist_agrees_with_pytest() {
 /// workers whose reports it never saw) and writes `.pytest_cache` at its end.
 #[test]
 fn last_failed_and_failed_first_after_a_run() {
+    check_last_failed(&["-n", "2"]);
+}
+
+/// `--spawn` has no zygote: one of the workers writes the cache.
+#[test]
+fn last_failed_and_failed_first_after_a_spawn_run() {
+    check_last_failed(&["-n", "2", "--spawn"]);
+}
+
+fn check_last_failed(workers: &[&str]) {
     let _guard = serial();
     let reference = copy_fixture("lastfailed");
     let ours = copy_fixture("lastfailed");
@@ -215,7 +225,7 @@ fn last_failed_and_failed_first_after_a_run() {
         serde_json::from_str(&text).expect("lastfailed is JSON")
     };
     let first = pytest(&[], "first.xml");
-    let run = shardex_cmd(shardex_bin(), &ours.dir, &["-n", "2"], None).run();
+    let run = shardex_cmd(shardex_bin(), &ours.dir, workers, None).run();
     assert_eq!(first.code(), run.code(), "{}", run.describe());
     assert_eq!(
         lastfailed(&reference.dir),
@@ -225,7 +235,7 @@ fn last_failed_and_failed_first_after_a_run() {
     for args in [&["--lf"][..], &["--ff"][..]] {
         let junit = format!("{}.xml", args[0].trim_start_matches('-'));
         let expected = pytest(args, &junit);
-        let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
+        let shardex_args: Vec<&str> = workers.iter().chain(args).copied().collect();
         let actual = shardex_cmd(
             shardex_bin(),
             &ours.dir,

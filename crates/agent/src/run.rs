@@ -905,6 +905,13 @@ impl Run {
 
     /// Every test has a result: ask the processes to exit, then wait for them.
     fn stop_gracefully(&mut self) {
+        if self.config.mode == WorkerMode::Spawn {
+            // No zygote: one worker records the outcomes in pytest's cache (`--lf`).
+            let results = self.final_outcomes();
+            if let Some(tx) = self.slots.iter().find_map(|s| s.tx.as_ref()) {
+                let _ = tx.send(results);
+            }
+        }
         for state in &mut self.slots {
             if let Some(tx) = &state.tx {
                 let _ = tx.send(ToPython::Exit);

@@ -1094,18 +1094,23 @@ def _collectionfinish_lines(session) -> list:
     return lines
 
 
-def _update_lastfailed(config, failed, passed) -> None:
+def _update_lastfailed(config, failed, passed):
     """What pytest's cache plugin would have recorded had the tests run in this process
-    (its `pytest_runtest_logreport`): the session-finish of this process then writes
-    `cache/lastfailed`, so `--lf`/`--ff` work on the next run as with plain pytest."""
+    (its `pytest_runtest_logreport`): the session-finish of the zygote then writes
+    `cache/lastfailed`, so `--lf`/`--ff` work on the next run as with plain pytest.
+    Returns the updated dict (None without the cache plugin)."""
     lfplugin = config.pluginmanager.get_plugin("lfplugin")
     lastfailed = getattr(lfplugin, "lastfailed", None)
     if lastfailed is None:
-        return
+        return None
+    # Keys may be pytest's NodeId objects: as its session-finish does, keep strings.
+    lastfailed = {str(nodeid): value for nodeid, value in lastfailed.items()}
     for nodeid in passed:
         lastfailed.pop(nodeid, None)
     for nodeid in failed:
         lastfailed[nodeid] = True
+    lfplugin.lastfailed = lastfailed
+    return lastfailed
 
 
 def _close_django_connections() -> None:
@@ -1200,6 +1205,13 @@ class Worker:
             self.flushed = False
         elif t == "flush":
             self.flushed = True
+        elif t == "results":
+            # --spawn (no zygote): this worker writes pytest's cache for the run; its own
+            # session-finish would not (it is an xdist-like worker).
+            config = self.plugin.config
+            lastfailed = _update_lastfailed(config, msg["failed"], msg["passed"])
+            if lastfailed is not None and getattr(config, "cache", None) is not None:
+                config.cache.set("cache/lastfailed", lastfailed)
         elif t == "exit":
             self.exiting = True
 
