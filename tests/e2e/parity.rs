@@ -6,6 +6,7 @@ use std::process::Command;
 
 use shardex_e2e::{
     assert_same_results, copy_fixture, pytest_cmd, serial, shardex_cmd, venv_python, Invocation,
+    RunOutput,
 };
 
 use crate::shardex_bin;
@@ -287,15 +288,26 @@ fn durations_section_like_pytest() {
         let expected = pytest_cmd(&suite.dir, args, None).run();
         let shardex_args: Vec<&str> = ["-n", "2"].iter().chain(args).copied().collect();
         let actual = shardex_cmd(shardex_bin(), &suite.dir, &shardex_args, None).run();
-        let want = section(&expected.stdout);
-        assert!(want.len() >= 4, "{}", expected.describe());
-        assert_eq!(
-            want,
-            section(&actual.stdout),
-            "{args:?}\n{}",
-            actual.describe()
-        );
+        assert_same_part(&expected, &actual, section, &format!("{args:?}"));
     }
+}
+
+/// The part of the output `extract` picks (a section, a table) is there in pytest's output
+/// (at least 4 lines) and the same in shardex's.
+fn assert_same_part(
+    expected: &RunOutput,
+    actual: &RunOutput,
+    extract: impl Fn(&str) -> Vec<String>,
+    context: &str,
+) {
+    let want = extract(&expected.stdout);
+    assert!(want.len() >= 4, "{context}\n{}", expected.describe());
+    assert_eq!(
+        want,
+        extract(&actual.stdout),
+        "{context}\n{}",
+        actual.describe()
+    );
 }
 
 /// pytest-cov: tests that ran in forked workers count. The coverage table (term-missing),
@@ -344,15 +356,8 @@ fn coverage_counts_the_workers_tests() {
         let actual = shardex_cmd(shardex_bin(), &suite.dir, &shardex_args, None).run();
         expected.assert_code(code);
         actual.assert_code(code);
-        let want = table(&expected.stdout);
-        assert!(want.len() >= 4, "{}", expected.describe());
         // The fixture's `no_cover` test must not count, in the workers as in pytest.
-        assert_eq!(
-            want,
-            table(&actual.stdout),
-            "{args:?}\n{}",
-            actual.describe()
-        );
+        assert_same_part(&expected, &actual, table, &format!("{args:?}"));
         if extra == Some("--cov-context=test") {
             assert!(
                 expected_contexts.contains("test_add[0]|run"),
