@@ -379,3 +379,65 @@ fn coverage_counts_the_workers_tests() {
         }
     }
 }
+
+/// `--dist loadgroup`: the tests of one `xdist_group` run on one worker, in collection
+/// order, while the other tests spread over the workers; outcomes as plain pytest's.
+#[test]
+fn loadgroup_keeps_each_group_on_one_worker() {
+    check("groups", &[], &["-n", "3", "--dist", "loadgroup"]);
+    let _guard = serial();
+    let suite = copy_fixture("groups");
+    let run = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "3", "--dist", "loadgroup"],
+        None,
+    )
+    .run();
+    run.assert_code(1);
+    // "<nodeid> <worker>" per test, in the order each worker ran them.
+    let ran: Vec<(String, String)> = std::fs::read_to_string(suite.dir.join("ran.txt"))
+        .expect("the fixture records where each test ran")
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(id, worker)| (id.to_owned(), worker.to_owned()))
+        .collect();
+    assert_eq!(ran.len(), 32, "{ran:?}");
+    let db: Vec<String> = (0..6)
+        .map(|n| format!("test_groups.py::test_db[{n}]"))
+        .chain(["test_more.py::test_db_elsewhere".to_owned()])
+        .collect();
+    let cache: Vec<String> = (0..4)
+        .map(|n| format!("test_groups.py::TestCache::test_cache[{n}]"))
+        .chain(["test_groups.py::TestCache::test_cache_fails".to_owned()])
+        .collect();
+    for members in [&db, &cache] {
+        let worker = &ran
+            .iter()
+            .find(|(id, _)| id == &members[0])
+            .expect("group ran")
+            .1;
+        // On that worker, the group's tests one after the other, in collection order.
+        let on_worker: Vec<&String> = ran
+            .iter()
+            .filter(|(_, w)| w == worker)
+            .map(|(id, _)| id)
+            .collect();
+        let start = on_worker.iter().position(|id| *id == &members[0]).unwrap();
+        let run_of: Vec<&String> = on_worker[start..]
+            .iter()
+            .take(members.len())
+            .copied()
+            .collect();
+        assert_eq!(run_of, members.iter().collect::<Vec<_>>(), "{ran:?}");
+    }
+    let free_workers: std::collections::BTreeSet<&String> = ran
+        .iter()
+        .filter(|(id, _)| !db.contains(id) && !cache.contains(id))
+        .map(|(_, w)| w)
+        .collect();
+    assert!(
+        free_workers.len() > 1,
+        "ungrouped tests all on one worker: {ran:?}"
+    );
+}

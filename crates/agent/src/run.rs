@@ -18,7 +18,7 @@ use shardex_core::protocol::{
     SessionInfo, TestDone, ToPython, WarningReport,
 };
 use shardex_core::retry::{RetryBook, RetrySpec};
-use shardex_core::schedule::{Dispatch, SchedTest, Scheduler};
+use shardex_core::schedule::{Dispatch, DistMode, SchedTest, Scheduler};
 use shardex_core::timing::TimingStore;
 use shardex_core::{Outcome, TestId, WorkerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -303,6 +303,15 @@ fn python_env(
         (
             "SHARDEX_JUNIT".to_owned(),
             if config.junitxml.is_some() { "1" } else { "0" }.to_owned(),
+        ),
+        (
+            "SHARDEX_LOADGROUP".to_owned(),
+            if config.dist == DistMode::LoadGroup {
+                "1"
+            } else {
+                "0"
+            }
+            .to_owned(),
         ),
     ];
     env.extend(config.env.iter().cloned());
@@ -713,12 +722,14 @@ impl Run {
         self.summary.deselected = collection.deselected;
         let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
         let estimates = self.timings.estimates(&ids);
-        let tests: Vec<SchedTest> = ids
+        let tests: Vec<SchedTest> = collection
+            .items
             .iter()
             .zip(&estimates)
-            .map(|(id, &estimate)| SchedTest {
-                id: id.clone(),
+            .map(|(item, &estimate)| SchedTest {
+                id: item.id.clone(),
                 estimate,
+                group: item.group.clone(),
             })
             .collect();
         let workers = self.slots.len().min(tests.len()).max(1);
@@ -929,6 +940,7 @@ impl Run {
             .into_iter()
             .map(|id| SchedTest {
                 estimate: self.estimates.get(&id).copied().unwrap_or(0.0),
+                group: self.items.get(&id).and_then(|item| item.group.clone()),
                 id,
             })
             .collect();
@@ -1101,7 +1113,14 @@ impl Run {
         let target = idle_other.unwrap_or(failed_on);
         let estimate = self.estimates.get(&id).copied().unwrap_or(0.0);
         if let Some(scheduler) = self.scheduler.as_mut() {
-            scheduler.push_next(WorkerId(target), SchedTest { id, estimate });
+            scheduler.push_next(
+                WorkerId(target),
+                SchedTest {
+                    id,
+                    estimate,
+                    group: None,
+                },
+            );
         }
         self.finished_dispatch = false;
         self.fill(target);

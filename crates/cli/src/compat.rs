@@ -880,8 +880,8 @@ mod tests {
             ["--dist worksteal: shardex's load mode already steals work; using load"]
         );
         let (flags, _) = split(&["--dist=loadgroup"]);
-        assert_eq!(flags.dist, Some(DistMode::Load));
-        assert_eq!(flags.notes.len(), 1);
+        assert_eq!(flags.dist, Some(DistMode::LoadGroup));
+        assert!(flags.notes.is_empty());
         let (flags, rest) = split(&["--max-worker-restart", "3"]);
         assert_eq!(flags.notes.len(), 1);
         assert!(rest.is_empty());
@@ -897,7 +897,7 @@ mod tests {
             (&["--numprocesses"], "argument -n/--numprocesses: expected one argument"),
             (&["-n4x"], "argument -n/--numprocesses: invalid value '4x' (expected auto, logical or a number of workers)"),
             (&["--dist", "each"], "argument --dist: invalid value 'each' (each runs every test on every worker; not supported)"),
-            (&["--dist=random"], "argument --dist: invalid value 'random' (expected load, loadscope or loadfile)"),
+            (&["--dist=random"], "argument --dist: invalid value 'random' (expected load, loadscope, loadfile or loadgroup)"),
             (&["--maxfail", "x"], "argument --maxfail: invalid value 'x' (expected a whole number ≥ 0)"),
             (&["--exitfirst=1"], "argument -x/--exitfirst: ignored explicit argument '1'"),
             (&["-x=1"], "argument -x/--exitfirst: ignored explicit argument '1'"),

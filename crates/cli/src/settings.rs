@@ -131,12 +131,9 @@ pub fn parse_dist(s: &str) -> Result<(DistMode, Option<String>), String> {
             DistMode::Load,
             Some("--dist worksteal: shardex's load mode already steals work; using load".into()),
         )),
-        "loadgroup" => Ok((
-            DistMode::Load,
-            Some("--dist loadgroup: xdist_group marks are not honoured yet; using load".into()),
-        )),
+        "loadgroup" => Ok((DistMode::LoadGroup, None)),
         "each" => Err("each runs every test on every worker; not supported".into()),
-        _ => Err("expected load, loadscope or loadfile".into()),
+        _ => Err("expected load, loadscope, loadfile or loadgroup".into()),
     }
 }
 

@@ -165,6 +165,7 @@ fn simulate(
         .map(|((id, _), &(estimate, _))| SchedTest {
             id: id.clone(),
             estimate,
+            group: None,
         })
         .collect();
     let index: std::collections::HashMap<TestId, usize> = tests
@@ -324,6 +325,7 @@ fn main() {
         .map(|(id, d)| SchedTest {
             id: id.clone(),
             estimate: *d,
+            group: None,
         })
         .collect();
     let start = Instant::now();

@@ -186,6 +186,9 @@ pub struct ItemInfo {
     /// The test's `flaky` marker rules, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryRules>,
+    /// Its `xdist_group` name, sent under `--dist loadgroup` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

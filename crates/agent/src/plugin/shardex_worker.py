@@ -46,6 +46,8 @@ _WIDTH = int(os.environ.get("SHARDEX_WIDTH", "80") or 80)
 _RETRY_FLAGS = json.loads(os.environ.get("SHARDEX_RETRY") or "{}")
 # JUnit testcases are built only when the agent writes a report.
 _JUNIT = os.environ.get("SHARDEX_JUNIT", "1") == "1"
+# --dist loadgroup: items carry their xdist_group.
+_LOADGROUP = os.environ.get("SHARDEX_LOADGROUP", "") == "1"
 
 
 class Channel:
@@ -884,6 +886,11 @@ def _item_info(item) -> dict:
     marker = _flaky_marker(item)
     if marker is not None:
         info["retry"] = _retry_rules(item, marker)
+    if _LOADGROUP:
+        # pytest-xdist's name for the group (its WorkerInteractor, --dist loadgroup).
+        group = item.get_closest_marker("xdist_group")
+        if group is not None:
+            info["group"] = str(group.args[0] if group.args else group.kwargs.get("name", "default"))
     return info
 
 

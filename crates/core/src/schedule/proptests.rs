@@ -29,6 +29,7 @@ fn suite() -> impl Strategy<Value = (Vec<SchedTest>, Vec<bool>)> {
         prop::option::of(0..3usize),
         prop::bool::weighted(0.15),
         prop_oneof![Just(0.0), 0.0001..0.01f64, 0.01..1.0f64, 1.0..20.0f64,],
+        prop::option::weighted(0.2, 0..3usize),
     );
     prop::collection::vec(test, 0..70).prop_map(|specs| {
         // Mostly file-ordered like a real collection, with some stragglers.
@@ -42,14 +43,16 @@ fn suite() -> impl Strategy<Value = (Vec<SchedTest>, Vec<bool>)> {
         });
         specs
             .into_iter()
-            .map(|(i, (file, class, unknown, estimate))| {
+            .map(|(i, (file, class, unknown, estimate, group))| {
                 let id = match class {
                     Some(c) => format!("d/f{file}.py::C{c}::t{i}[a::b]"),
                     None => format!("d/f{file}.py::t{i}"),
                 };
+                // Honoured in LoadGroup only.
                 let test = SchedTest {
                     id: TestId::new(id),
                     estimate,
+                    group: group.map(|g| format!("g{g}")),
                 };
                 (test, unknown)
             })
@@ -61,7 +64,8 @@ fn mode() -> impl Strategy<Value = DistMode> {
     prop_oneof![
         Just(DistMode::Load),
         Just(DistMode::LoadScope),
-        Just(DistMode::LoadFile)
+        Just(DistMode::LoadFile),
+        Just(DistMode::LoadGroup)
     ]
 }
 
@@ -87,6 +91,18 @@ struct Trace {
 fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, ops: &[Op]) -> Trace {
     let estimates: BTreeMap<TestId, f64> =
         tests.iter().map(|t| (t.id.clone(), t.estimate)).collect();
+    let groups: BTreeMap<TestId, Option<String>> = tests
+        .iter()
+        .map(|t| (t.id.clone(), t.group.clone()))
+        .collect();
+    // A pushed-back or released group is exempt from the group check, as a file is from
+    // the unit check.
+    let disturb = |trace: &mut Trace, id: &TestId| {
+        trace.disturbed.insert(key_of(mode, id).to_owned());
+        if let Some(group) = &groups[id] {
+            trace.disturbed.insert(format!("group:{group}"));
+        }
+    };
     let mut sched = Scheduler::with_unknown(tests.to_vec(), workers, mode, unknown);
     // One more worker than seeded: a slot added later only steals.
     let slots = workers + 1;
@@ -128,9 +144,10 @@ fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, op
                 let back: Vec<SchedTest> = inflight[w]
                     .drain(..)
                     .map(|id| {
-                        trace.disturbed.insert(key_of(mode, &id).to_owned());
+                        disturb(&mut trace, &id);
                         SchedTest {
                             estimate: estimates[&id],
+                            group: groups[&id].clone(),
                             id,
                         }
                     })
@@ -138,8 +155,8 @@ fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, op
                 sched.push_front(WorkerId(w), back);
             }
             Op::Release(w) => {
-                if let Some(last) = trace.dispatched[w].last() {
-                    trace.disturbed.insert(key_of(mode, last).to_owned());
+                if let Some(last) = trace.dispatched[w].last().cloned() {
+                    disturb(&mut trace, &last);
                 }
                 sched.release(WorkerId(w));
             }
@@ -238,6 +255,36 @@ fn assert_small_classes_whole(tests: &[SchedTest], class_cap: u64, trace: &Trace
     }
 }
 
+/// `LoadGroup`: the tests of a group run on one worker, one after the other, in collection
+/// order.
+fn assert_groups_whole(tests: &[SchedTest], trace: &Trace) {
+    let mut members: BTreeMap<&str, Vec<&TestId>> = BTreeMap::new();
+    for test in tests {
+        if let Some(group) = &test.group {
+            members.entry(group).or_default().push(&test.id);
+        }
+    }
+    for (group, ids) in members {
+        if trace.disturbed.contains(&format!("group:{group}")) {
+            continue;
+        }
+        let Some((w, seq)) = trace
+            .dispatched
+            .iter()
+            .enumerate()
+            .find(|(_, seq)| seq.contains(ids[0]))
+        else {
+            panic!("group {group} never ran: {trace:?}");
+        };
+        let start = seq.iter().position(|id| id == ids[0]).expect("found above");
+        let ran: Vec<&TestId> = seq[start..].iter().take(ids.len()).collect();
+        assert_eq!(
+            ran, ids,
+            "group {group} not whole and in order on worker {w}: {seq:?}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -252,11 +299,13 @@ proptest! {
         let mut want: Vec<&TestId> = tests.iter().map(|t| &t.id).collect();
         want.sort();
         prop_assert_eq!(done, want);
-        if mode == DistMode::Load {
-            let class_cap = Scheduler::with_unknown(tests.clone(), workers, mode, &unknown).class_cap();
-            assert_small_classes_whole(&tests, class_cap, &trace);
-        } else {
-            assert_units_contiguous(&trace, mode);
+        match mode {
+            DistMode::Load => {
+                let class_cap = Scheduler::with_unknown(tests.clone(), workers, mode, &unknown).class_cap();
+                assert_small_classes_whole(&tests, class_cap, &trace);
+            }
+            DistMode::LoadGroup => assert_groups_whole(&tests, &trace),
+            DistMode::LoadScope | DistMode::LoadFile => assert_units_contiguous(&trace, mode),
         }
         // Same input, same calls: same dispatch sequence.
         prop_assert_eq!(run(&tests, &unknown, workers, mode, &ops), trace);

@@ -29,7 +29,8 @@ use crate::test_id::{TestId, WorkerId};
 
 use super::plan::lpt_partition;
 use super::units::{
-    blocks, contiguous_ranges, form_units, group_by_key, key_of, locked_len, to_micros, Item, Unit,
+    blocks, contiguous_ranges, form_units, group_by_key, group_key, key_of, locked_len, to_micros,
+    Item, Unit,
 };
 
 /// xdist's `--dist` modes that shardex honours.
@@ -42,6 +43,16 @@ pub enum DistMode {
     LoadScope,
     /// Whole files stay on one worker, in order.
     LoadFile,
+    /// `Load`, except that the tests of one `xdist_group` (`SchedTest::group`) run on one
+    /// worker, in order, uninterrupted.
+    LoadGroup,
+}
+
+impl DistMode {
+    /// Single tests move between workers (`Load`, `LoadGroup`), not whole scopes or files.
+    pub fn per_test(self) -> bool {
+        matches!(self, Self::Load | Self::LoadGroup)
+    }
 }
 
 /// A test handed to a worker.
@@ -59,6 +70,8 @@ pub struct Dispatch {
 pub struct SchedTest {
     pub id: TestId,
     pub estimate: f64,
+    /// Its `xdist_group` (used in `LoadGroup` only).
+    pub group: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -117,7 +130,7 @@ impl Deque {
     /// the owner is in (see `locked_len`); in the other modes any unit but a started head.
     fn stealable(&self, mode: DistMode, class_cap: u64) -> bool {
         match mode {
-            DistMode::Load => {
+            DistMode::Load | DistMode::LoadGroup => {
                 self.units.len() > 1
                     || self
                         .units
@@ -167,7 +180,9 @@ impl Scheduler {
             pool.push_back(unit);
         }
         let queues: Vec<VecDeque<Unit>> = match mode {
-            DistMode::Load => contiguous_ranges(formed.seeded, workers, class_cap),
+            DistMode::Load | DistMode::LoadGroup => {
+                contiguous_ranges(formed.seeded, workers, class_cap)
+            }
             // Whole units: longest first onto the least-loaded worker.
             DistMode::LoadScope | DistMode::LoadFile => {
                 let weights: Vec<f64> = formed.seeded.iter().map(|u| u.micros as f64).collect();
@@ -240,9 +255,9 @@ impl Scheduler {
         // xdist's load.
         let at_scope_boundary = own.units.front().is_some_and(|u| {
             let next = u.items.front().and_then(|i| i.id.top_class());
-            next.is_none() || u.last_class.as_deref() != next
+            !u.whole && (next.is_none() || u.last_class.as_deref() != next)
         });
-        if pool_ok && (!in_unit || (self.mode == DistMode::Load && at_scope_boundary)) {
+        if pool_ok && (!in_unit || (self.mode.per_test() && at_scope_boundary)) {
             let unit = self.pool.pop_front().expect("pool is not empty");
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
@@ -301,7 +316,9 @@ impl Scheduler {
         let items: Vec<Item> = tests.into_iter().map(Item::from).collect();
         let mode = self.mode;
         let mut units = match mode {
-            DistMode::Load => runs_of_file(items),
+            DistMode::Load | DistMode::LoadGroup => {
+                runs_of_file(items, mode == DistMode::LoadGroup)
+            }
             DistMode::LoadScope | DistMode::LoadFile => group_by_key(items, mode, 0),
         };
         let deque = &mut self.deques[w];
@@ -434,7 +451,7 @@ impl Scheduler {
         let deque = &mut self.deques[victim];
         let half = deque.micros / 2;
         let keep = match mode {
-            DistMode::Load => 0,
+            DistMode::Load | DistMode::LoadGroup => 0,
             DistMode::LoadScope | DistMode::LoadFile => {
                 usize::from(deque.units.front().is_some_and(|u| u.started))
             }
@@ -443,11 +460,11 @@ impl Scheduler {
         let mut acc: u64 = 0;
         while deque.units.len() > keep {
             let back = deque.units.back().expect("len > keep");
-            if mode == DistMode::Load && locked_len(back, class_cap) > 0 {
+            if mode.per_test() && locked_len(back, class_cap) > 0 {
                 break;
             }
             let whole_fits = acc + back.micros <= half;
-            let must_take = taken.is_empty() && mode != DistMode::Load;
+            let must_take = taken.is_empty() && !mode.per_test();
             if !(whole_fits || must_take) {
                 break;
             }
@@ -461,7 +478,12 @@ impl Scheduler {
             let free_from = usize::from(locked_len(back, class_cap) > 0);
             let mut n = 0;
             let mut sum = 0;
-            for &(len, micros) in blocks(&back.items, class_cap)[free_from..].iter().rev() {
+            let parts = if back.whole {
+                vec![(back.items.len(), back.micros)]
+            } else {
+                blocks(&back.items, class_cap)
+            };
+            for &(len, micros) in parts[free_from..].iter().rev() {
                 if n > 0 && sum + micros > half {
                     break;
                 }
@@ -497,20 +519,29 @@ impl Scheduler {
     }
 }
 
-/// `Load` units for pushed-back tests: runs of consecutive tests of one file.
-fn runs_of_file(items: Vec<Item>) -> Vec<Unit> {
+/// `Load` units for pushed-back tests: runs of consecutive tests of one file, and with
+/// `groups` of one group (whole, as `LoadGroup` made them).
+fn runs_of_file(items: Vec<Item>, groups: bool) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
-    for item in items {
+    for mut item in items {
+        if !groups {
+            item.group = None;
+        }
+        let key = match &item.group {
+            Some(group) => group_key(group),
+            None => key_of(DistMode::Load, &item.id).to_owned(),
+        };
         match units.last_mut() {
-            Some(unit) if unit.key == key_of(DistMode::Load, &item.id) => {
+            Some(unit) if unit.key == key => {
                 unit.micros += item.micros;
                 unit.items.push_back(item);
             }
-            _ => units.push(Unit::new(
-                key_of(DistMode::Load, &item.id).to_owned(),
-                0,
-                VecDeque::from([item]),
-            )),
+            _ => {
+                let whole = item.group.is_some();
+                let mut unit = Unit::new(key, 0, VecDeque::from([item]));
+                unit.whole = whole;
+                units.push(unit);
+            }
         }
     }
     units
@@ -534,6 +565,7 @@ mod tests {
             .map(|id| SchedTest {
                 id: TestId::new(*id),
                 estimate: 0.01,
+                group: None,
             })
             .collect();
         let unknown = [false, false, false, false, true];
@@ -561,6 +593,7 @@ mod tests {
             .map(|id| SchedTest {
                 id: TestId::new(id.as_str()),
                 estimate: 0.01,
+                group: None,
             })
             .collect();
         let mut s = Scheduler::new(tests, 1, DistMode::Load);
@@ -589,6 +622,7 @@ mod tests {
             .map(|i| SchedTest {
                 id: TestId::new(format!("t{i}.py::x")),
                 estimate: 1.0,
+                group: None,
             })
             .collect();
         let unknown = vec![true; tests.len()];
@@ -599,6 +633,7 @@ mod tests {
             SchedTest {
                 id: first.clone(),
                 estimate: 1.0,
+                group: None,
             },
         );
         assert_eq!(s.next_for(WorkerId(0)), Some(first));
@@ -616,6 +651,7 @@ mod tests {
             .map(|&(id, estimate)| SchedTest {
                 id: TestId::new(id),
                 estimate,
+                group: None,
             })
             .collect()
     }
@@ -634,6 +670,7 @@ mod tests {
             .map(|i| SchedTest {
                 id: TestId::new(format!("{file}::t{i}")),
                 estimate: 0.1,
+                group: None,
             })
             .collect()
     }

@@ -44,6 +44,8 @@ pub(super) fn to_micros(secs: f64) -> u64 {
 pub(super) struct Item {
     pub id: TestId,
     pub micros: u64,
+    /// `LoadGroup`: its `xdist_group`.
+    pub group: Option<String>,
 }
 
 impl From<SchedTest> for Item {
@@ -51,8 +53,14 @@ impl From<SchedTest> for Item {
         Item {
             micros: to_micros(test.estimate),
             id: test.id,
+            group: test.group,
         }
     }
+}
+
+/// The unit key of an `xdist_group` (file paths never start like it).
+pub(super) fn group_key(group: &str) -> String {
+    format!("group:{group}")
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +84,9 @@ pub(super) struct Unit {
     /// Outermost class (`TestId::top_class`) of the last test taken from it: nothing may
     /// cut into a class its worker is in (see `locked_len`).
     pub last_class: Option<String>,
+    /// An `xdist_group` (`LoadGroup`): never split, and once started only its worker takes
+    /// from it, like a small class.
+    pub whole: bool,
 }
 
 impl Unit {
@@ -91,6 +102,7 @@ impl Unit {
             unknown: false,
             urgent: false,
             last_class: None,
+            whole: false,
         }
     }
 
@@ -105,7 +117,7 @@ impl Unit {
 
 pub(super) fn key_of(mode: DistMode, id: &TestId) -> &str {
     match mode {
-        DistMode::Load | DistMode::LoadFile => id.file(),
+        DistMode::Load | DistMode::LoadGroup | DistMode::LoadFile => id.file(),
         DistMode::LoadScope => id.scope(),
     }
 }
@@ -158,6 +170,9 @@ pub(super) fn blocks<'a>(
 /// How many tests at the head of `unit` continue the class its worker is in, when that
 /// rest is small (below `class_cap`): only that worker may take them. Zero otherwise.
 pub(super) fn locked_len(unit: &Unit, class_cap: u64) -> usize {
+    if unit.whole {
+        return if unit.started { unit.items.len() } else { 0 };
+    }
     let Some(class) = unit.last_class.as_deref().filter(|_| unit.started) else {
         return 0;
     };
@@ -191,14 +206,49 @@ pub(super) fn form_units(
     let cap = (share / CHUNKS_PER_SHARE).max(1);
     let heavy_cap = (share / HEAVY_PER_SHARE).max(1);
     let units = match mode {
-        DistMode::Load => {
+        DistMode::Load | DistMode::LoadGroup => {
+            // `LoadGroup`: each group is one whole unit, in the pool (by size, like a heavy
+            // test: it starts early on whichever worker is free); the rest as `Load`.
+            let mut groups: Vec<Unit> = Vec::new();
+            let (mut rest, mut rest_unknown) = (Vec::new(), Vec::new());
+            let mut index: HashMap<String, usize> = HashMap::new();
+            for (pos, item) in items.into_iter().enumerate() {
+                let guessed = unknown.get(pos).copied().unwrap_or(false);
+                let Some(key) = item
+                    .group
+                    .as_deref()
+                    .filter(|_| mode == DistMode::LoadGroup)
+                else {
+                    rest.push(item);
+                    rest_unknown.push(guessed);
+                    continue;
+                };
+                let key = group_key(key);
+                let slot = *index.entry(key.clone()).or_insert_with(|| {
+                    let mut unit = Unit::new(key, pos, VecDeque::new());
+                    unit.whole = true;
+                    groups.push(unit);
+                    groups.len() - 1
+                });
+                let unit = &mut groups[slot];
+                unit.micros += item.micros;
+                unit.unknown |= guessed;
+                unit.items.push_back(item);
+            }
+            for unit in &mut groups {
+                unit.heavy = is_heavy(unit.micros, heavy_cap);
+                // Pooled like a heavy unit whatever its size; not risky unless heavy or
+                // unknown (the agent sends at most one risky test ahead).
+            }
             // A guessed estimate can hide a long test anywhere in a file: hand unknown tests
             // out in pieces small enough that every worker gets some early (a long one
             // then starts early, whatever its place), large enough to keep file affinity
             // when most of the suite is new.
-            let guessed = unknown.iter().filter(|&&u| u).count();
+            let guessed = rest_unknown.iter().filter(|&&u| u).count();
             let max_guessed_len = (guessed / (UNKNOWN_PIECES_PER_WORKER * workers.max(1))).max(1);
-            load_chunks(items, unknown, cap, heavy_cap, max_guessed_len)
+            let mut units = load_chunks(rest, &rest_unknown, cap, heavy_cap, max_guessed_len);
+            units.extend(groups);
+            units
         }
         // Whole scopes and files mix known and guessed tests: ordering them by size (LPT)
         // matters more than running the guesses early, so `unknown` is not used.
@@ -211,8 +261,9 @@ pub(super) fn form_units(
         }
     };
     let class_cap = heavy_cap;
-    let (mut pooled, seeded): (Vec<Unit>, Vec<Unit>) =
-        units.into_iter().partition(|u| u.heavy || u.unknown);
+    let (mut pooled, seeded): (Vec<Unit>, Vec<Unit>) = units
+        .into_iter()
+        .partition(|u| u.heavy || u.unknown || u.whole);
     pooled.sort_by(|a, b| {
         // Unknown first (collection order), then heavy by size, longest first.
         b.unknown
@@ -464,6 +515,7 @@ mod tests {
             .map(|&(id, estimate)| SchedTest {
                 id: TestId::new(id),
                 estimate,
+                group: None,
             })
             .collect()
     }
@@ -491,13 +543,7 @@ mod tests {
     }
 
     fn items(tests: &[SchedTest]) -> Vec<Item> {
-        tests
-            .iter()
-            .map(|t| Item {
-                micros: to_micros(t.estimate),
-                id: t.id.clone(),
-            })
-            .collect()
+        tests.iter().map(|t| Item::from(t.clone())).collect()
     }
 
     #[test]
