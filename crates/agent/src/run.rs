@@ -14,10 +14,10 @@ use shardex_core::junit::flaky::merge_attempts;
 use shardex_core::junit::write::SyntheticCase;
 use shardex_core::junit::{JunitReport, SuiteInfo};
 use shardex_core::protocol::{
-    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, RetryRules, Role,
-    SessionInfo, TestDone, ToPython, WarningReport,
+    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, Role, SessionInfo,
+    TestDone, ToPython, WarningReport,
 };
-use shardex_core::retry::{RetryBook, RetrySpec};
+use shardex_core::retry::RetryBook;
 use shardex_core::schedule::{Dispatch, DistMode, SchedTest, Scheduler};
 use shardex_core::timing::TimingStore;
 use shardex_core::{Outcome, TestId, WorkerId};
@@ -1350,7 +1350,7 @@ impl Run {
             .and_then(|i| i.retry.clone())
             .or_else(|| self.session.as_ref().map(|s| s.retry.clone()))
             .unwrap_or_default();
-        let eligible = retry_spec(&rules).synthetic_failure_is_retryable(&message);
+        let eligible = rules.synthetic_failure_is_retryable(&message);
         self.finish_attempt(
             slot,
             Attempt {
@@ -1674,19 +1674,6 @@ async fn wait_child(mut child: Child, owner: ProcOwner, tx: UnboundedSender<Ev>)
         code,
         signal,
     });
-}
-
-/// The wire form of a test's retry rules as core's `RetrySpec`.
-fn retry_spec(rules: &RetryRules) -> RetrySpec {
-    RetrySpec {
-        reruns: rules.reruns,
-        delay_secs: rules.delay,
-        only_rerun: rules.only_rerun.clone(),
-        rerun_except: rules.rerun_except.clone(),
-        only_rerun_classes: rules.only_rerun_classes.clone(),
-        rerun_except_classes: rules.rerun_except_classes.clone(),
-        condition: rules.condition,
-    }
 }
 
 fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {

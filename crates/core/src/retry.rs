@@ -11,23 +11,8 @@ use std::collections::HashMap;
 
 use regex::Regex;
 
+use crate::protocol::RetryRules;
 use crate::test_id::TestId;
-
-/// One test's retry settings, as resolved for it (marker beats CLI beats ini).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RetrySpec {
-    pub reruns: u32,
-    pub delay_secs: f64,
-    /// `--only-rerun` / `only_rerun=` patterns (Python regular expressions).
-    pub only_rerun: Vec<String>,
-    /// `--rerun-except` / `rerun_except=` patterns (Python regular expressions).
-    pub rerun_except: Vec<String>,
-    /// Exception class names given in a marker, e.g. `"ConnectionError"`.
-    pub only_rerun_classes: Vec<String>,
-    pub rerun_except_classes: Vec<String>,
-    /// The marker's `condition`, evaluated (true when there is none).
-    pub condition: bool,
-}
 
 /// A pattern that can't be matched in Rust as Python's `re.search` would match it.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +32,9 @@ pub enum RetryPatternError {
     },
 }
 
-impl RetrySpec {
+/// The filter of a test's resolved rules (marker beats CLI beats ini), for the failures the
+/// agent judges itself.
+impl RetryRules {
     /// Checks that every pattern can be matched here; the agent reports the first one that
     /// can't (look-around, backreferences, possessive quantifiers, verbose mode).
     pub fn validate(&self) -> Result<(), RetryPatternError> {
@@ -69,14 +56,14 @@ impl RetrySpec {
 
     /// rerunfailures' `_should_hard_fail_on_error`, negated, on one `"Type: message"` string.
     ///
-    /// A spec that does not [`validate`](Self::validate) gives `false`: an unusable filter
+    /// Rules that do not [`validate`](Self::validate) gives `false`: an unusable filter
     /// makes a crash or timeout a hard failure rather than a guess.
     pub fn synthetic_failure_is_retryable(&self, text: &str) -> bool {
         self.compile().is_ok_and(|filter| filter.is_retryable(text))
     }
 }
 
-/// A [`RetrySpec`]'s filter, compiled.
+/// A [`RetryRules`]' filter, compiled.
 #[derive(Clone, Debug)]
 pub struct RetryFilter {
     only: ErrorMatcher,
@@ -85,7 +72,7 @@ pub struct RetryFilter {
 }
 
 impl RetryFilter {
-    /// See [`RetrySpec::synthetic_failure_is_retryable`].
+    /// See [`RetryRules::synthetic_failure_is_retryable`].
     pub fn is_retryable(&self, text: &str) -> bool {
         if !self.condition {
             return false;
@@ -378,13 +365,13 @@ mod tests {
     const ODD: &str = "WorkerCrashed: worker gw0 was killed by signal 9 (SIGKILL) while running \
                        t.py::test_p[a-b&&c~~d{1}<e>]";
 
-    fn spec(only: &[&str], except: &[&str]) -> RetrySpec {
-        RetrySpec {
+    fn spec(only: &[&str], except: &[&str]) -> RetryRules {
+        RetryRules {
             reruns: 2,
             only_rerun: only.iter().map(|s| s.to_string()).collect(),
             rerun_except: except.iter().map(|s| s.to_string()).collect(),
             condition: true,
-            ..RetrySpec::default()
+            ..RetryRules::default()
         }
     }
 
@@ -430,7 +417,7 @@ mod tests {
     #[test]
     fn condition_false_never_retries() {
         for (only, except) in [(&[][..], &[][..]), (&["Worker"][..], &[][..])] {
-            let spec = RetrySpec {
+            let spec = RetryRules {
                 condition: false,
                 ..spec(only, except)
             };
@@ -440,7 +427,7 @@ mod tests {
 
     #[test]
     fn marker_classes() {
-        let classes = |only: &[&str], except: &[&str]| RetrySpec {
+        let classes = |only: &[&str], except: &[&str]| RetryRules {
             only_rerun_classes: only.iter().map(|s| s.to_string()).collect(),
             rerun_except_classes: except.iter().map(|s| s.to_string()).collect(),
             ..spec(&[], &[])
@@ -464,7 +451,7 @@ mod tests {
             );
         }
         // Classes and patterns in one list: either matches.
-        let mixed = RetrySpec {
+        let mixed = RetryRules {
             only_rerun_classes: vec!["ConnectionError".into()],
             ..spec(&["^Timeout"], &[])
         };
