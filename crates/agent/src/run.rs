@@ -399,13 +399,16 @@ impl Run {
         };
         let workers_gone = self.slots.iter().all(|s| !s.alive);
         if workers_gone {
-            // Only now: the zygote reports its workers' exits, so it goes last.
-            let results = self.final_outcomes();
-            if let Some(z) = self.zygote.as_mut().filter(|z| !z.exited) {
-                if let Some(tx) = z.tx.take() {
-                    let _ = tx.send(results);
-                    let _ = tx.send(ToPython::Exit);
-                }
+            // Only now: the zygote reports its workers' exits, so it goes last. (`tx` is
+            // taken: the outcomes are built once, not on every later loop.)
+            let tx = self
+                .zygote
+                .as_mut()
+                .filter(|z| !z.exited)
+                .and_then(|z| z.tx.take());
+            if let Some(tx) = tx {
+                let _ = tx.send(self.final_outcomes());
+                let _ = tx.send(ToPython::Exit);
             }
         }
         let all_gone = workers_gone
@@ -868,7 +871,9 @@ impl Run {
                         }
                         // The scheduler's estimate may be newer (see `settle_unknown`).
                         prefetched += estimate;
-                        self.estimates.insert(id.clone(), estimate);
+                        if let Some(known) = self.estimates.get_mut(&id) {
+                            *known = estimate;
+                        }
                         if risky || estimate >= SLOW_SECS {
                             slow.push(batch.len() as u32);
                         }
@@ -1181,17 +1186,10 @@ impl Run {
 
     /// A dead worker's results that did not reach us (held back to be sent together, or
     /// still unread in its socket) are in its spool file: take them as if they had arrived,
-    /// so that the test it died in is the one after them. Whatever its connection still
-    /// delivers is ignored from now on.
+    /// so that the test it died in is the one after them. Call once the slot is marked dead.
     fn recover_spooled(&mut self, slot: usize) {
         let name = WorkerId(slot).to_string();
-        let state = &mut self.slots[slot];
-        let received = std::mem::take(&mut state.received);
-        state.alive = false;
-        state.tx = None;
-        if let Some(conn) = state.conn.take() {
-            self.conns.remove(&conn);
-        }
+        let received = std::mem::take(&mut self.slots[slot].received);
         let path = self.rundir.results_file(&name);
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
@@ -1217,18 +1215,21 @@ impl Run {
     }
 
     fn on_worker_death(&mut self, slot: usize, code: Option<i32>, signal: Option<i32>) {
+        {
+            let state = &mut self.slots[slot];
+            state.alive = false;
+            state.tx = None;
+            state.pid = None;
+            // Whatever its connection still delivers is ignored: the spool has it all.
+            if let Some(conn) = state.conn.take() {
+                self.conns.remove(&conn);
+            }
+        }
         self.recover_spooled(slot);
         let name = WorkerId(slot).to_string();
         let kill = self.slots[slot].kill.take();
         let running = self.slots[slot].running.take();
         let queued: Vec<TestId> = self.slots[slot].queued.drain(..).collect();
-        {
-            let state = &mut self.slots[slot];
-            state.alive = false;
-            state.tx = None;
-            state.conn = None;
-            state.pid = None;
-        }
         let exit_sent = std::mem::take(&mut self.slots[slot].exit_sent);
         // Told to exit, the worker ends the test it runs (its result arrives on its own
         // connection) or exits before starting the one we counted as running.

@@ -7,7 +7,8 @@ use shardex_core::Category;
 
 use super::stats::{category_color, Seen};
 use super::text::{
-    format_trimmed, head_line_from_nodeid, plural, session_duration, split_skip_location, wcswidth,
+    format_trimmed, head_line_from_nodeid, plural, python_g, session_duration, split_skip_location,
+    wcswidth,
 };
 use super::writer::{Color, Style, Writer};
 
@@ -397,30 +398,6 @@ fn durations(w: &mut Writer, s: &Settings, summary: &RunSummary) {
     }
 }
 
-/// Python's `format(x, "g")`: 6 significant digits, no trailing zeros, exponent form
-/// outside 1e-4..1e6.
-fn python_g(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let exp = x.abs().log10().floor() as i32;
-    if !(-4..6).contains(&exp) {
-        let text = format!("{:.5e}", x);
-        let (mantissa, exponent) = text.split_once('e').expect("exponent form");
-        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
-        let exponent: i32 = exponent.parse().expect("integer exponent");
-        let sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exponent.abs());
-    }
-    let decimals = (5 - exp).max(0) as usize;
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
-}
-
 /// pytest's `summary_passes_combined` (`-rP`, `-rX`): the captured output of passing tests.
 fn passes(w: &mut Writer, s: &Settings, summary: &RunSummary, category: Category, title: &str) {
     if !s.tb_shown() {
@@ -772,22 +749,6 @@ fn collect_only_parts(summary: &RunSummary) -> (Vec<(String, Style)>, Color) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn python_g_like_python() {
-        for (x, want) in [
-            (0.005, "0.005"),
-            (0.1, "0.1"),
-            (1.0, "1"),
-            (2.5, "2.5"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1234567.0, "1.23457e+06"),
-            (0.0, "0"),
-        ] {
-            assert_eq!(python_g(x), want, "{x}");
-        }
-    }
 
     #[test]
     fn report_chars_like_getreportopt() {

@@ -159,9 +159,49 @@ pub(crate) fn plural(count: usize, noun: &str) -> String {
     }
 }
 
+/// Python's `format(x, "g")`: 6 significant digits, no trailing zeros, exponent form
+/// outside 1e-4..1e6.
+pub(crate) fn python_g(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let exp = x.abs().log10().floor() as i32;
+    if !(-4..6).contains(&exp) {
+        let text = format!("{:.5e}", x);
+        let (mantissa, exponent) = text.split_once('e').expect("exponent form");
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        let exponent: i32 = exponent.parse().expect("integer exponent");
+        let sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exponent.abs());
+    }
+    let decimals = (5 - exp).max(0) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_g_like_python() {
+        for (x, want) in [
+            (0.005, "0.005"),
+            (0.1, "0.1"),
+            (1.0, "1"),
+            (2.5, "2.5"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1234567.0, "1.23457e+06"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(python_g(x), want, "{x}");
+        }
+    }
 
     #[test]
     fn durations_like_pytest() {

@@ -461,6 +461,17 @@ mod tests {
             .collect()
     }
 
+    /// passed, failures, errors, skipped, double.
+    fn counts(part: &JunitPart) -> (u32, u32, u32, u32, u32) {
+        (
+            part.passed,
+            part.failures,
+            part.errors,
+            part.skipped,
+            part.double,
+        )
+    }
+
     fn assert_one_testcase(part: &JunitPart) {
         let roots: Vec<_> = elements(&part.xml)
             .into_iter()
@@ -500,16 +511,7 @@ mod tests {
         );
         assert!(merged.xml.contains(r#"<rerunError message="failed on setup with &quot;RuntimeError: db down&quot;" type="RuntimeError"><stackTrace>@pytest.fixture"#));
         assert!(merged.xml.contains(r#"<rerunFailure message="assert 2 == 1" type="AssertionError"><stackTrace>setup_on_2 = None"#));
-        assert_eq!(
-            (
-                merged.passed,
-                merged.failures,
-                merged.errors,
-                merged.skipped,
-                merged.double
-            ),
-            (0, 1, 0, 0, 0)
-        );
+        assert_eq!(counts(&merged), (0, 1, 0, 0, 0));
 
         // The first failure was a setup error: the test counts as one error.
         let merged = merge_attempts(&[errored(BROKEN_2), failed(BROKEN_3)], false);
@@ -540,16 +542,7 @@ mod tests {
             ["failure", "rerunError", "rerunFailure", "rerunError"]
         );
         assert!(merged.xml.starts_with(r#"<testcase classname="test_f" name="test_double_always" file="test_f.py" line="32" time="0.001"><failure message="assert False">"#));
-        assert_eq!(
-            (
-                merged.passed,
-                merged.failures,
-                merged.errors,
-                merged.skipped,
-                merged.double
-            ),
-            (0, 1, 0, 0, 0)
-        );
+        assert_eq!(counts(&merged), (0, 1, 0, 0, 0));
     }
 
     #[test]
