@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod errors;
-pub mod events;
 pub mod plugin;
 pub mod pool;
 pub mod python;
@@ -12,5 +11,5 @@ pub mod stats;
 
 pub use config::{RetryFlags, RunConfig, WorkerMode};
 pub use errors::AgentError;
-pub use events::{RunEvent, RunSummary, TestResult};
 pub use run::execute;
+pub use shardex_core::{RunEvent, RunSummary, TestResult};

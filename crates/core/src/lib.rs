@@ -8,10 +8,12 @@ pub mod junit;
 pub mod outcome;
 pub mod protocol;
 pub mod retry;
+pub mod run_events;
 pub mod schedule;
 pub mod test_id;
 pub mod timing;
 
 pub use errors::{JunitReadError, TimingError};
 pub use outcome::{Category, Outcome};
+pub use run_events::{RunEvent, RunSummary, TestResult};
 pub use test_id::{TestId, WorkerId};

@@ -61,7 +61,8 @@ impl From<&str> for TestId {
 
 /// A worker slot: `gw0..gw{N-1}`. A replacement worker keeps its slot's id, so per-slot
 /// resources (pytest-django's `test_app_gw0`) are reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct WorkerId(pub usize);
 
 impl fmt::Display for WorkerId {

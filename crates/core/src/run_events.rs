@@ -1,13 +1,19 @@
 //! What a run tells its caller as it goes (`RunEvent`) and at the end (`RunSummary`).
+//!
+//! Serde types, so that a client in another process (the daemon's `shardex run`) can receive
+//! them over a socket exactly as the in-process reporter does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardex_core::protocol::{CollectProblem, PhaseReport, SessionInfo, WarningReport};
-use shardex_core::{Category, Outcome, TestId, WorkerId};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug)]
+use crate::protocol::{CollectProblem, PhaseReport, SessionInfo, WarningReport};
+use crate::{Category, Outcome, TestId, WorkerId};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum RunEvent {
     /// pytest's effective configuration, known once the first Python process started.
     SessionStarted(SessionInfo),
@@ -34,7 +40,7 @@ pub enum RunEvent {
     Note(String),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TestResult {
     pub id: TestId,
     pub worker: WorkerId,
@@ -70,7 +76,7 @@ impl TestResult {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunSummary {
     pub session: Option<SessionInfo>,
     /// Tests collected and selected.
@@ -150,5 +156,49 @@ impl RunSummary {
                 (r, attempts)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_summary_survive_a_json_round_trip() {
+        let result = Arc::new(TestResult {
+            id: TestId::new("t.py::a"),
+            worker: WorkerId(1),
+            outcome: Outcome::Failed,
+            duration: 0.25,
+            reports: vec![PhaseReport {
+                when: "call".into(),
+                outcome: "failed".into(),
+                ..PhaseReport::default()
+            }],
+            attempt: 1,
+            will_retry: false,
+        });
+        let events = vec![
+            RunEvent::Note("replacing worker gw1".into()),
+            RunEvent::TestStarted {
+                id: TestId::new("t.py::a"),
+                worker: WorkerId(1),
+            },
+            RunEvent::TestFinished(Arc::clone(&result)),
+        ];
+        let text = serde_json::to_string(&events).unwrap();
+        let back: Vec<RunEvent> = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let summary = RunSummary {
+            results: vec![(*result).clone()],
+            wall: Duration::from_millis(1500),
+            interrupted: Some("SIGTERM".into()),
+            ..RunSummary::default()
+        };
+        let back: RunSummary =
+            serde_json::from_str(&serde_json::to_string(&summary).unwrap()).unwrap();
+        assert_eq!(back.results, summary.results);
+        assert_eq!(back.wall, summary.wall);
+        assert_eq!(back.interrupted.as_deref(), Some("SIGTERM"));
     }
 }
