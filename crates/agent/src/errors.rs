@@ -7,12 +7,6 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum AgentError {
-    #[error("cannot prepare the run folder {path}: {source}")]
-    RunDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot start {python}: {source}")]
     Spawn {
         python: PathBuf,
@@ -39,6 +33,12 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    /// An operating-system call failed; `doing` names what was being done and on what
+    /// ("binding the socket /tmp/…/agent.sock").
+    #[error("{doing}: {source}")]
+    Io {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

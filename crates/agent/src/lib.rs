@@ -5,7 +5,9 @@ pub mod errors;
 pub mod plugin;
 pub mod pool;
 pub mod python;
+pub mod queue;
 pub mod run;
+pub mod signal;
 pub mod sizing;
 pub mod stats;
 

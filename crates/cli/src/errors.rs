@@ -113,11 +113,10 @@ fn agent_exit_code(err: &AgentError) -> i32 {
             Some(code @ 1..=5) => *code,
             _ => exit_code::INTERNAL_ERROR,
         },
-        AgentError::RunDir { .. }
-        | AgentError::Spawn { .. }
+        AgentError::Spawn { .. }
         | AgentError::Protocol { .. }
         | AgentError::CollectionMismatch { .. }
-        | AgentError::Io(_) => exit_code::INTERNAL_ERROR,
+        | AgentError::Io { .. } => exit_code::INTERNAL_ERROR,
     }
 }
 

@@ -1,8 +1,6 @@
 //! Connections from Python processes: accept, check the hello, then translate lines into
 //! `ConnEvent`s for the run loop. Reader tasks never touch run state.
 
-use std::path::PathBuf;
-
 use shardex_core::protocol::{Collection, FromPython, Role, TestDone, ToPython, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -140,43 +138,6 @@ fn parse_message(line: &str) -> serde_json::Result<FromPython> {
         FromPython::Done(done) => FromPython::Done(done.expand()),
         other => other,
     })
-}
-
-/// A private folder for one run (socket, per-worker stderr files, the plugin); removed on drop.
-pub struct RunDir {
-    pub path: PathBuf,
-}
-
-impl RunDir {
-    pub fn create() -> std::io::Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // Short: a Unix socket path must fit in 108 bytes.
-        let path = std::env::temp_dir().join(format!("shardex-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self { path })
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.path.join("agent.sock")
-    }
-
-    pub fn stderr_file(&self, slot: &str) -> PathBuf {
-        self.path.join(format!("{slot}.err"))
-    }
-
-    /// Where a worker appends each result before sending it (see `Run::recover_spooled`).
-    pub fn results_file(&self, slot: &str) -> PathBuf {
-        self.path.join(format!("{slot}.results"))
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 #[cfg(test)]

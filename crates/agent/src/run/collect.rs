@@ -1,0 +1,238 @@
+//! Messages from the Python side before and around collection: the session, collect
+//! reports, warnings, the collection itself, which builds the work queue and starts the
+//! workers.
+
+use std::collections::HashSet;
+
+use shardex_core::protocol::{CollectProblem, Collection, FromPython, ToPython};
+use shardex_core::retry::RetryBook;
+use shardex_core::schedule::SchedTest;
+use shardex_core::{TestId, WorkerId};
+
+use super::state::{LaneState, Phase, WorkerQueue};
+use super::Run;
+use crate::pool::Peer;
+use crate::queue::LocalQueue;
+use crate::{AgentError, RunEvent, WorkerMode};
+
+impl Run<'_> {
+    pub(super) fn on_message(&mut self, peer: Peer, msg: FromPython) -> Result<(), AgentError> {
+        match msg {
+            FromPython::Hello { .. } | FromPython::Forked { .. } | FromPython::Exited { .. } => {}
+            FromPython::Session(info) => self.on_session(info),
+            FromPython::CollectReport(problem) => {
+                if self.is_collecting(peer) {
+                    self.collecting
+                        .entry(peer)
+                        .or_default()
+                        .problems
+                        .push(problem);
+                }
+            }
+            FromPython::Collected(collection) => {
+                // The first collection to arrive is the reference; what its process
+                // reported while collecting counts once. Others (--spawn) only compare.
+                let pending = self.collecting.remove(&peer).unwrap_or_default();
+                if self.collection.is_none() {
+                    for problem in pending.problems {
+                        self.on_collect_problem(problem);
+                    }
+                    for warning in pending.warnings {
+                        self.emit(RunEvent::Warning(warning.clone()));
+                        self.summary.warnings.push(warning);
+                    }
+                }
+                self.on_collected(peer, collection)?
+            }
+            FromPython::Done(done) => {
+                if let Peer::Worker(slot) = peer {
+                    self.lanes[slot].received += 1;
+                    self.on_done(slot, done);
+                }
+            }
+            FromPython::Warning(warning) => {
+                if self.is_collecting(peer) {
+                    self.collecting
+                        .entry(peer)
+                        .or_default()
+                        .warnings
+                        .push(warning);
+                } else {
+                    self.emit(RunEvent::Warning(warning.clone()));
+                    self.summary.warnings.push(warning);
+                }
+            }
+            FromPython::PluginSummary { text, failure } => {
+                self.summary.plugin_summary.push_str(&text);
+                if failure.is_some() {
+                    self.summary.plugin_failure = failure;
+                }
+            }
+            FromPython::Fatal { message } => {
+                self.summary.internal_error.get_or_insert(message);
+                self.abort("internal error");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_session(&mut self, info: shardex_core::protocol::SessionInfo) {
+        if self.session.is_some() {
+            return;
+        }
+        self.emit(RunEvent::SessionStarted(info.clone()));
+        if info.rerunfailures_installed && info.verbosity > 0 {
+            self.emit(RunEvent::Note(
+                "pytest-rerunfailures is installed: shardex runs the retries itself \
+                 (the plugin is disabled with -p no:rerunfailures; its flags, ini keys \
+                 and flaky marker are honoured)"
+                    .into(),
+            ));
+        }
+        self.session = Some(info);
+    }
+
+    /// Whether `peer` has not sent its collection yet.
+    fn is_collecting(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Zygote => self.collection.is_none(),
+            Peer::Worker(slot) => matches!(self.lanes[slot].state, LaneState::Collecting),
+        }
+    }
+
+    fn on_collect_problem(&mut self, problem: CollectProblem) {
+        self.junit_collect.push(problem.junit.clone());
+        self.emit(RunEvent::CollectProblem(problem.clone()));
+        self.summary.collect_problems.push(problem);
+    }
+
+    fn on_collected(&mut self, peer: Peer, collection: Collection) -> Result<(), AgentError> {
+        if let Some(reference) = &self.collection {
+            // A spawn-mode worker collected for itself: it must see the same tests.
+            if let Peer::Worker(slot) = peer {
+                let ours: HashSet<&TestId> = reference.items.iter().map(|i| &i.id).collect();
+                let theirs: HashSet<&TestId> = collection.items.iter().map(|i| &i.id).collect();
+                if ours != theirs {
+                    return Err(AgentError::CollectionMismatch {
+                        diff: collection_diff(&ours, &theirs, slot),
+                    });
+                }
+                self.start_serving(slot);
+            }
+            return Ok(());
+        }
+        let interrupted = collection.errors > 0
+            && !self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.continue_on_collection_errors);
+        self.load_timing_store();
+        let suite_cap = self
+            .config
+            .retry
+            .max_suite_reruns
+            .or_else(|| self.session.as_ref().and_then(|s| s.max_suite_reruns));
+        self.retry_book = RetryBook::new(suite_cap);
+        let workers = self.build_queue(&collection);
+        // Fewer tests than workers: the extra slots are never started (or are sent away).
+        for slot in workers..self.lanes.len() {
+            self.lanes[slot].state = LaneState::Unused;
+            self.pool.send(slot, ToPython::Exit);
+        }
+        let nothing_to_run = interrupted
+            || self.summary.collected == 0
+            || self.session.as_ref().is_some_and(|s| s.collectonly);
+        self.collection = Some(collection);
+        if nothing_to_run {
+            self.close();
+            return Ok(());
+        }
+        self.phase = Phase::Dispatching;
+        match self.pool.mode() {
+            WorkerMode::Fork => {
+                for slot in 0..workers {
+                    self.start_worker(slot);
+                }
+            }
+            WorkerMode::Spawn => {
+                if let Peer::Worker(slot) = peer {
+                    self.start_serving(slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the collection and builds the work queue from it and the timings. Returns
+    /// how many workers the run uses.
+    fn build_queue(&mut self, collection: &Collection) -> usize {
+        self.summary.collected = collection.items.len();
+        self.summary.deselected = collection.deselected;
+        let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
+        let estimates = self.timings.estimates(&ids);
+        let unknown: Vec<bool> = ids
+            .iter()
+            .map(|id| self.timings.get(id).is_none())
+            .collect();
+        let tests: Vec<SchedTest> = collection
+            .items
+            .iter()
+            .zip(&estimates)
+            .map(|(item, &estimate)| SchedTest {
+                id: item.id.clone(),
+                estimate,
+                group: item.group.clone(),
+            })
+            .collect();
+        let workers = self.lanes.len().min(tests.len()).max(1);
+        self.emit(RunEvent::Collected {
+            total: tests.len(),
+            deselected: collection.deselected,
+            report_lines: collection.report_lines.clone(),
+            workers,
+            estimated_total: estimates.iter().sum(),
+        });
+        self.summary.workers = workers;
+        for (index, item) in collection.items.iter().enumerate() {
+            self.order.insert(item.id.clone(), index);
+            self.items.insert(item.id.clone(), item.clone());
+        }
+        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist);
+        self.queue = Some(Box::new(queue));
+        workers
+    }
+
+    /// A `--spawn` worker whose collection matched starts taking tests.
+    fn start_serving(&mut self, slot: usize) {
+        if matches!(self.lanes[slot].state, LaneState::Collecting) {
+            self.lanes[slot].state = LaneState::Serving(WorkerQueue::default());
+            self.fill(slot);
+        }
+    }
+
+    /// Asks the pool for a worker on `slot` (a fork, or a process in spawn mode).
+    pub(super) fn start_worker(&mut self, slot: usize) {
+        if let Err(err) = self.pool.start_worker(slot) {
+            let name = WorkerId(slot);
+            self.emit(RunEvent::Note(format!("cannot start worker {name}: {err}")));
+            self.lanes[slot].state = LaneState::GivenUp;
+        }
+    }
+}
+
+fn collection_diff(reference: &HashSet<&TestId>, theirs: &HashSet<&TestId>, slot: usize) -> String {
+    let mut only_ref: Vec<_> = reference
+        .difference(theirs)
+        .map(|id| format!("- {id}"))
+        .collect();
+    let mut only_theirs: Vec<_> = theirs
+        .difference(reference)
+        .map(|id| format!("+ {id}"))
+        .collect();
+    only_ref.sort();
+    only_theirs.sort();
+    let mut lines = vec![format!("--- first worker\n+++ gw{slot}")];
+    lines.extend(only_ref.into_iter().take(20));
+    lines.extend(only_theirs.into_iter().take(20));
+    lines.join("\n")
+}

@@ -1,0 +1,295 @@
+//! What goes wrong outside a test's own reports: a worker that dies (crash, timeout, stop),
+//! the zygote ending, signals.
+
+use nix::sys::signal::Signal;
+use shardex_core::protocol::TestDone;
+use shardex_core::{Outcome, TestId, WorkerId};
+use tokio::time::Instant;
+
+use super::attempts::SyntheticFailure;
+use super::state::{LaneState, Phase, WorkerQueue};
+use super::Run;
+use crate::pool::StopReason;
+use crate::signal::Interrupt;
+use crate::{AgentError, RunEvent};
+
+/// A slot that dies this many times in a row without finishing a test is given up.
+const MAX_CONSECUTIVE_CRASHES: u32 = 5;
+const STDERR_TAIL_LINES: usize = 40;
+
+impl Run<'_> {
+    pub(super) fn on_worker_exit(
+        &mut self,
+        slot: usize,
+        code: Option<i32>,
+        signal: Option<i32>,
+        stop: Option<StopReason>,
+    ) -> Result<(), AgentError> {
+        let name = WorkerId(slot).to_string();
+        if self.collection.is_none() && self.phase.ending_since().is_none() {
+            // A --spawn worker ended before it collected: pytest refused to start.
+            return Err(AgentError::EarlyExit {
+                code,
+                status: describe_exit(code, signal),
+                stderr_tail: stderr_tail(&self.pool.rundir().stderr_file(&name)),
+            });
+        }
+        let leaving = matches!(self.lanes[slot].state, LaneState::Leaving(_));
+        self.recover_spooled(slot);
+        let WorkerQueue {
+            queued, running, ..
+        } = self.lanes[slot].take_queue();
+        // Told to exit, the worker ends the test it runs (its result arrives on its own
+        // connection) or exits before starting the one we counted as running.
+        let stopped_by_us =
+            stop == Some(StopReason::Shutdown) || (leaving && code == Some(0) && signal.is_none());
+        tracing::debug!(slot = %name, ?code, ?signal, ?stop, running = ?running.as_ref().map(|r| &r.id), "worker ended");
+        if let Some(running) = running.as_ref().filter(|_| stopped_by_us) {
+            // Stopped after -x/--maxfail's grace, or by a signal: not a result of the test.
+            self.summary.not_run.push(running.id.clone());
+        } else if let Some(running) = running {
+            let elapsed = running.started.elapsed().as_secs_f64();
+            let failure = self.death_failure(&name, running.id, stop, code, signal, elapsed);
+            if failure.outcome == Outcome::Crashed {
+                self.lanes[slot].crashes_in_a_row += 1;
+            }
+            self.record_synthetic(slot, failure);
+        } else if !self.phase.dispatch_stopped() {
+            self.lanes[slot].crashes_in_a_row += 1;
+        }
+        let queued = Vec::from(queued);
+        if self.phase.dispatch_stopped() {
+            self.summary.not_run.extend(queued);
+            self.check_all_done();
+        } else {
+            self.replace_worker(slot, queued);
+        }
+        Ok(())
+    }
+
+    fn death_failure(
+        &self,
+        name: &str,
+        id: TestId,
+        stop: Option<StopReason>,
+        code: Option<i32>,
+        signal: Option<i32>,
+        elapsed: f64,
+    ) -> SyntheticFailure {
+        let (outcome, message) = if stop == Some(StopReason::Timeout) {
+            let limit = self
+                .config
+                .timeout
+                .map(|t| t.as_secs_f64())
+                .unwrap_or_default();
+            (
+                Outcome::TimedOut,
+                format!(
+                    "Timeout: {id} ran longer than --timeout {limit}s; worker {name}'s process group was killed"
+                ),
+            )
+        } else {
+            (
+                Outcome::Crashed,
+                format!(
+                    "WorkerCrashed: worker {name} {} while running {id}",
+                    describe_exit(code, signal)
+                ),
+            )
+        };
+        SyntheticFailure {
+            id,
+            outcome,
+            message,
+            output: self.crash_output(name),
+            elapsed,
+        }
+    }
+
+    /// The dead worker's unstarted tests go back to the queue and the slot is forked again,
+    /// unless it keeps crashing.
+    fn replace_worker(&mut self, slot: usize, queued: Vec<TestId>) {
+        let name = WorkerId(slot);
+        let given_up = self.lanes[slot].crashes_in_a_row >= MAX_CONSECUTIVE_CRASHES;
+        if let Some(queue) = self.queue.as_mut() {
+            // A scope this worker had started may now go to another worker.
+            queue.release(name);
+            queue.give_back(name, queued);
+        }
+        if given_up {
+            self.lanes[slot].state = LaneState::GivenUp;
+            self.emit(RunEvent::Note(format!(
+                "worker {name} crashed {MAX_CONSECUTIVE_CRASHES} times in a row; not restarting it"
+            )));
+        }
+        let work_left = self.queue.as_ref().is_some_and(|q| !q.is_exhausted());
+        if !given_up && work_left && matches!(self.lanes[slot].state, LaneState::Idle) {
+            self.emit(RunEvent::Note(format!("replacing worker {name}")));
+            tracing::debug!(slot = %name, "respawn");
+            self.start_worker(slot);
+        }
+        let all_given_up = self
+            .lanes
+            .iter()
+            .all(|l| matches!(l.state, LaneState::GivenUp | LaneState::Unused));
+        if work_left && all_given_up {
+            self.summary
+                .internal_error
+                .get_or_insert_with(|| "every worker crashed repeatedly; giving up".into());
+            self.abort("no workers left");
+            return;
+        }
+        self.fill_all();
+        self.check_all_done();
+    }
+
+    /// A dead worker's results that did not reach us (held back to be sent together, or
+    /// still unread in its socket) are in its spool file: take them as if they had
+    /// arrived, so that the test it died in is the one after them.
+    fn recover_spooled(&mut self, slot: usize) {
+        let name = WorkerId(slot).to_string();
+        let received = std::mem::take(&mut self.lanes[slot].received);
+        let path = self.pool.rundir().results_file(&name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        // Removed, so a replacement that dies before it opens its own is not read twice.
+        let _ = std::fs::remove_file(&path);
+        let unseen: Vec<TestDone> = text
+            .lines()
+            .skip(received)
+            .filter_map(|line| serde_json::from_str::<TestDone>(line).ok())
+            .map(TestDone::expand)
+            .collect();
+        if unseen.is_empty() {
+            return;
+        }
+        tracing::debug!(slot = %name, count = unseen.len(), "results recovered from the spool");
+        for done in unseen {
+            self.on_done(slot, done);
+        }
+        // A worker runs its tests in order: it was in the one after its last result.
+        if self.lanes[slot]
+            .queue()
+            .is_some_and(|q| q.running.is_none())
+        {
+            self.start_next(slot);
+        }
+    }
+
+    /// What a dead worker left: the test's captured output so far (pytest's capture files,
+    /// which the plugin puts in the run folder) and the tail of the worker's own stderr
+    /// (faulthandler's traceback on a segfault).
+    fn crash_output(&self, slot: &str) -> String {
+        let rundir = self.pool.rundir();
+        let mut sections = Vec::new();
+        for (index, stream) in [(0, "stdout"), (1, "stderr")] {
+            let text = std::fs::read(rundir.capture_file(slot, index))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if !text.trim().is_empty() {
+                sections.push(format!(
+                    "----- captured {stream} before the worker died -----\n{}",
+                    text.trim_end()
+                ));
+            }
+        }
+        let tail = stderr_tail(&rundir.stderr_file(slot));
+        if !tail.trim().is_empty() {
+            sections.push(format!(
+                "----- worker {slot} stderr (last lines) -----\n{tail}"
+            ));
+        }
+        sections.join("\n")
+    }
+
+    pub(super) fn on_zygote_exit(
+        &mut self,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<(), AgentError> {
+        if self.collection.is_none() && self.phase.ending_since().is_none() {
+            return Err(AgentError::EarlyExit {
+                code,
+                status: describe_exit(code, signal),
+                stderr_tail: self.pool.zygote_stderr_tail(),
+            });
+        }
+        if self.phase.ending_since().is_none() {
+            // Without the zygote no worker can be replaced; finish what is running.
+            self.summary.internal_error.get_or_insert_with(|| {
+                format!("the pytest zygote process {}", describe_exit(code, signal))
+            });
+            self.abort("zygote died");
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_signal(&mut self, name: Interrupt) {
+        if let Phase::Aborting { since, .. } = self.phase {
+            // Second signal: no more grace.
+            tracing::debug!(signal = name, "second signal: killing everything");
+            self.pool.signal_all(Signal::SIGKILL);
+            self.phase = Phase::Aborting {
+                since,
+                forced: true,
+            };
+            return;
+        }
+        self.summary.interrupted = Some(name.to_owned());
+        self.abort(name);
+    }
+
+    /// Stops dispatch at once; what never ran is recorded as not run; running tests'
+    /// groups get SIGTERM now and SIGKILL after the grace.
+    pub(super) fn abort(&mut self, why: &str) {
+        if matches!(self.phase, Phase::Aborting { .. }) {
+            return;
+        }
+        tracing::debug!(why, "aborting the run");
+        if let Some(queue) = self.queue.as_mut() {
+            self.summary.not_run.extend(queue.stop());
+        }
+        for slot in 0..self.lanes.len() {
+            if let Some(queue) = self.lanes[slot].queue_mut() {
+                self.summary.not_run.extend(queue.queued.drain(..));
+                if let Some(running) = queue.running.take() {
+                    self.summary.not_run.push(running.id);
+                }
+            }
+            if self.pool.is_alive(slot) {
+                self.pool.stop_worker(slot, StopReason::Shutdown);
+            }
+        }
+        self.phase = Phase::Aborting {
+            since: Instant::now(),
+            forced: false,
+        };
+    }
+}
+
+pub(super) fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(sig)) => format!(
+            "was killed by signal {sig} ({})",
+            crate::pool::process::signal_name(sig)
+        ),
+        (Some(code), None) => format!("exited (exit code {code})"),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+fn stderr_tail(path: &std::path::Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    // faulthandler's report starts with this line; keep it whole (up to a cap).
+    let fatal = text.rfind("Fatal Python error");
+    let lines: Vec<&str> = text[fatal.unwrap_or(0)..].lines().collect();
+    let limit = if fatal.is_some() {
+        STDERR_TAIL_LINES * 5
+    } else {
+        STDERR_TAIL_LINES
+    };
+    lines[lines.len().saturating_sub(limit)..].join("\n")
+}

@@ -1,0 +1,217 @@
+//! One run: borrow a pool, collect, hand tests out through a work queue, gather results,
+//! write the report.
+//!
+//! `Run` owns the run's state and changes it only in its loop (`driver.rs`): one `select!`
+//! over pool events, queue events, signals and the next deadline. The rooms:
+//! `collect.rs` (collection, building the queue), `dispatch.rs` (sending tests to workers),
+//! `attempts.rs` (results, retries, early stop), `faults.rs` (dead workers, signals),
+//! `finish.rs` (summary, JUnit, timing store).
+
+mod attempts;
+mod collect;
+mod dispatch;
+mod driver;
+mod faults;
+mod finish;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use shardex_core::protocol::JunitPart;
+use shardex_core::protocol::{Collection, ItemInfo, SessionInfo};
+use shardex_core::retry::RetryBook;
+use shardex_core::timing::TimingStore;
+use shardex_core::TestId;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+
+use crate::config::RunConfig;
+use crate::pool::{LaunchSpec, Launcher, Peer, Pool, PoolSpec, ProcessLauncher};
+use crate::queue::WorkQueue;
+use crate::signal::{watch_signals, Interrupt};
+use crate::{plugin, AgentError, RunEvent, RunSummary, TestResult};
+use state::{Ending, Lane, Phase};
+
+/// Runs the tests described by `config`, sending progress to `events`. Returns when every
+/// test has a result, the run was interrupted (SIGINT/SIGTERM), or pytest failed to start.
+pub async fn execute(
+    config: RunConfig,
+    events: UnboundedSender<RunEvent>,
+) -> Result<RunSummary, AgentError> {
+    let signals = watch_signals().map_err(|source| AgentError::Io {
+        doing: "installing the SIGINT/SIGTERM handlers".into(),
+        source,
+    })?;
+    execute_with(
+        config,
+        events,
+        Box::<ProcessLauncher>::default(),
+        Some(signals),
+    )
+    .await
+}
+
+/// `execute` with the Python side and the signals given: tests pass a scripted launcher
+/// and no signal stream.
+pub async fn execute_with(
+    config: RunConfig,
+    events: UnboundedSender<RunEvent>,
+    launcher: Box<dyn Launcher>,
+    signals: Option<UnboundedReceiver<Interrupt>>,
+) -> Result<RunSummary, AgentError> {
+    let mut timings = TimingStore::new();
+    for source in &config.timings {
+        timings.merge_source(source)?;
+    }
+    let mut pool = Pool::open(pool_spec(&config), launcher)?;
+    let outcome = {
+        let mut run = Run::new(config, &mut pool, events, timings);
+        match run.drive(signals).await {
+            Ok(()) => run.finish(),
+            Err(err) => Err(err),
+        }
+    };
+    pool.close().await;
+    outcome
+}
+
+fn pool_spec(config: &RunConfig) -> PoolSpec {
+    // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
+    // plugin takes over its options, ini keys and marker).
+    let mut args = vec![
+        "-p".to_owned(),
+        plugin::MODULE_NAME.to_owned(),
+        "-p".to_owned(),
+        "no:rerunfailures".to_owned(),
+    ];
+    args.extend(config.pytest_args.iter().cloned());
+    PoolSpec {
+        launch: LaunchSpec {
+            python: config.python.clone(),
+            args,
+            cwd: config.cwd.clone(),
+            env: settings_env(config),
+        },
+        mode: config.mode,
+        slots: config.workers,
+        kill_grace: config.kill_grace,
+    }
+}
+
+/// The run's settings for the Python side.
+fn settings_env(config: &RunConfig) -> Vec<(String, String)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+    let mut env = vec![
+        (
+            "SHARDEX_WORKER_COUNT".to_owned(),
+            config.workers.to_string(),
+        ),
+        (
+            "SHARDEX_TESTRUNUID".to_owned(),
+            format!("{:x}{:x}", std::process::id(), nanos),
+        ),
+        ("SHARDEX_COLOR".to_owned(), flag(config.color)),
+        ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
+        (
+            "SHARDEX_RETRY".to_owned(),
+            serde_json::to_string(&config.retry).unwrap_or_default(),
+        ),
+        ("SHARDEX_JUNIT".to_owned(), flag(config.junitxml.is_some())),
+        (
+            "SHARDEX_LOADGROUP".to_owned(),
+            flag(config.dist == shardex_core::schedule::DistMode::LoadGroup),
+        ),
+    ];
+    env.extend(config.env.iter().cloned());
+    env
+}
+
+/// One finished attempt of a test, from a worker or made by the agent (crash, timeout).
+struct Attempt {
+    id: TestId,
+    outcome: shardex_core::Outcome,
+    duration: f64,
+    reports: Vec<shardex_core::protocol::PhaseReport>,
+    junit: JunitPart,
+}
+
+/// What a process reported while it collected, kept until its collection arrives.
+#[derive(Default)]
+struct Collecting {
+    problems: Vec<shardex_core::protocol::CollectProblem>,
+    warnings: Vec<shardex_core::protocol::WarningReport>,
+}
+
+struct Run<'p> {
+    config: RunConfig,
+    pool: &'p mut Pool,
+    events: UnboundedSender<RunEvent>,
+    phase: Phase,
+    lanes: Vec<Lane>,
+    queue: Option<Box<dyn WorkQueue>>,
+    session: Option<SessionInfo>,
+    collection: Option<Collection>,
+    items: HashMap<TestId, ItemInfo>,
+    order: HashMap<TestId, usize>,
+    collecting: HashMap<Peer, Collecting>,
+    summary: RunSummary,
+    /// Finished attempts, shared with the `TestFinished` events; moved into the summary at
+    /// the end.
+    results: Vec<Arc<TestResult>>,
+    junit_collect: Vec<JunitPart>,
+    junit_tests: Vec<(usize, JunitPart)>,
+    /// JUnit of failed attempts that were retried, until the test's final attempt.
+    attempt_junit: HashMap<TestId, Vec<JunitPart>>,
+    timings: TimingStore,
+    hard_failures: u32,
+    retry_book: RetryBook,
+    /// Retries waiting out `--reruns-delay`: (due, test, worker it failed on).
+    delayed: VecDeque<(Instant, TestId, usize)>,
+    ending: Ending,
+    started: Instant,
+}
+
+impl<'p> Run<'p> {
+    fn new(
+        config: RunConfig,
+        pool: &'p mut Pool,
+        events: UnboundedSender<RunEvent>,
+        timings: TimingStore,
+    ) -> Self {
+        Self {
+            lanes: (0..pool.slot_count()).map(|_| Lane::default()).collect(),
+            config,
+            pool,
+            events,
+            phase: Phase::Collecting,
+            queue: None,
+            session: None,
+            collection: None,
+            items: HashMap::new(),
+            order: HashMap::new(),
+            collecting: HashMap::new(),
+            summary: RunSummary::default(),
+            results: Vec::new(),
+            junit_collect: Vec::new(),
+            junit_tests: Vec::new(),
+            attempt_junit: HashMap::new(),
+            timings,
+            hard_failures: 0,
+            retry_book: RetryBook::new(None),
+            delayed: VecDeque::new(),
+            ending: Ending::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn emit(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+}
