@@ -10,7 +10,9 @@ pub mod run;
 pub mod sizing;
 pub mod stats;
 
-pub use config::{RetryFlags, RunConfig, WorkerMode};
+pub use config::{
+    NodeShare, RetryFlags, RunConfig, WorkerMode, DEFAULT_KILL_GRACE, DEFAULT_STOP_GRACE,
+};
 pub use errors::AgentError;
 pub use events::{RunEvent, RunSummary, TestResult};
 pub use run::execute;

@@ -1093,10 +1093,9 @@ impl Run {
     }
 
     fn effective_maxfail(&self) -> u32 {
-        if self.config.maxfail > 0 {
-            self.config.maxfail
-        } else {
-            self.session.as_ref().map_or(0, |s| s.maxfail)
+        match self.config.maxfail {
+            Some(maxfail) => maxfail,
+            None => self.session.as_ref().map_or(0, |s| s.maxfail),
         }
     }
 
