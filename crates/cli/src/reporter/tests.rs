@@ -735,6 +735,23 @@ fn maxfail_stops_like_pytest() {
     insta::assert_snapshot!("maxfail", out);
 }
 
+/// The run's maxfail is the one the agent ends with (`--maxfail 0` on shardex's command
+/// line beats `--maxfail 1` in `addopts`), not the one pytest started with.
+#[test]
+fn maxfail_is_the_runs_not_the_zygotes() {
+    let mut info = session(0, "short", "wfE", "/tmp/rp/maxf");
+    info.maxfail = 1;
+    let mut run = Run::new(info, 0.1)
+        .collected(2, 0, 1)
+        .test(failed("test_m.py::test_a", "E   assert 0", "assert 0"))
+        .test(failed("test_m.py::test_b", "E   assert 0", "assert 0"));
+    run.session.maxfail = 0;
+    let out = run.render();
+    assert!(!out.contains("stopping after"), "{out}");
+    run.session.maxfail = 2;
+    assert!(run.render().contains("stopping after 2 failures"));
+}
+
 const INTERRUPTED: &str = include_str!("pytest_output/interrupted.txt");
 
 #[test]
