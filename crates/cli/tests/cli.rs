@@ -262,124 +262,128 @@ fn python_without_pytest() {
     insta::assert_snapshot!(out.stderr.trim_end(), @"shardex: error: [TMP]/bin/python3 (python3 on PATH) failed to import pytest (exit status: 1): SyntaxError: bad sitecustomize");
 }
 
+/// argv after `run --junitxml report.xml`, env, `[tool.shardex]` lines, and what the error
+/// line must name.
+type BadInput = (Args, EnvPairs, Option<&'static str>, &'static str);
+
+const BAD_INPUTS: &[BadInput] = &[
+    (&["--timeout", "1e20"], &[], None, "--timeout"),
+    (&["--kill-grace", "1e20"], &[], None, "--kill-grace"),
+    (&["--stop-grace", "inf"], &[], None, "--stop-grace"),
+    (&["--reruns-delay", "1e300"], &[], None, "--reruns-delay"),
+    (&["--timeout", "NaN"], &[], None, "--timeout"),
+    (&["--timeout", "-1"], &[], None, "--timeout"),
+    (&["-n", "-1"], &[], None, "-n/--numprocesses"),
+    (&["-n", "99999999999"], &[], None, "-n/--numprocesses"),
+    (&["-n", "2000"], &[], None, "-n/--numprocesses"),
+    (&["--maxprocesses", "-3"], &[], None, "--maxprocesses"),
+    (&["--maxfail", "-1"], &[], None, "--maxfail"),
+    (&["--reruns", "1e3"], &[], None, "--reruns"),
+    (
+        &["--max-suite-reruns", "x"],
+        &[],
+        None,
+        "--max-suite-reruns",
+    ),
+    (
+        &["--node-index", "2", "--node-total", "2"],
+        &[],
+        None,
+        "node index 2",
+    ),
+    (&["--node-total", "0"], &[], None, "--node-total"),
+    (&["--color", "sometimes"], &[], None, "--color"),
+    (
+        &["--timeline", "t.html"],
+        &[],
+        None,
+        "--timeline is not built yet",
+    ),
+    (
+        &["--build-id", "b"],
+        &[],
+        None,
+        "--build-id is not built yet",
+    ),
+    (&["--queue", "redis://h"], &[], None, "not built yet"),
+    (&["--junitxml="], &[], None, "--junitxml"),
+    (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT"),
+    (
+        &[],
+        &[("SHARDEX_KILL_GRACE", "1e20")],
+        None,
+        "SHARDEX_KILL_GRACE",
+    ),
+    (
+        &[],
+        &[("SHARDEX_NUMPROCESSES", "0.5")],
+        None,
+        "SHARDEX_NUMPROCESSES",
+    ),
+    (
+        &[],
+        &[("SHARDEX_TIMELINE", "t.svg")],
+        None,
+        "SHARDEX_TIMELINE",
+    ),
+    (
+        &[],
+        &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "2")],
+        None,
+        "CI_NODE_INDEX",
+    ),
+    (
+        &[],
+        &[("BUILDKITE_PARALLEL_JOB_COUNT", "0")],
+        None,
+        "BUILDKITE_PARALLEL_JOB_COUNT",
+    ),
+    (&[], &[], Some("timeout = 1e20"), "[tool.shardex] timeout"),
+    (
+        &[],
+        &[],
+        Some("kill-grace = -1"),
+        "[tool.shardex] kill-grace",
+    ),
+    (
+        &[],
+        &[],
+        Some("numprocesses = nan"),
+        "[tool.shardex] numprocesses",
+    ),
+    (
+        &[],
+        &[],
+        Some("node-total = 0"),
+        "[tool.shardex] node-total",
+    ),
+    (
+        &[],
+        &[],
+        Some("timeline = \"t.html\""),
+        "[tool.shardex] timeline",
+    ),
+    (
+        &[],
+        &[],
+        Some("spawn = \"perhaps\""),
+        "[tool.shardex] spawn",
+    ),
+    // Input that is fine up to finding Python: still no report file.
+    (
+        &["--python", "/nonexistent/python"],
+        &[],
+        None,
+        "/nonexistent/python",
+    ),
+];
+
 /// Bad input from every source: exit 4 with one `shardex: error:` line, never a panic, and
 /// no report file (each case asks for `--junitxml report.xml`). The sandbox holds only the
 /// case's `pyproject.toml` afterwards.
 #[test]
 fn bad_input_table() {
-    type Case = (Args, EnvPairs, Option<&'static str>, &'static str);
-    let cases: &[Case] = &[
-        (&["--timeout", "1e20"], &[], None, "--timeout"),
-        (&["--kill-grace", "1e20"], &[], None, "--kill-grace"),
-        (&["--stop-grace", "inf"], &[], None, "--stop-grace"),
-        (&["--reruns-delay", "1e300"], &[], None, "--reruns-delay"),
-        (&["--timeout", "NaN"], &[], None, "--timeout"),
-        (&["--timeout", "-1"], &[], None, "--timeout"),
-        (&["-n", "-1"], &[], None, "-n/--numprocesses"),
-        (&["-n", "99999999999"], &[], None, "-n/--numprocesses"),
-        (&["-n", "2000"], &[], None, "-n/--numprocesses"),
-        (&["--maxprocesses", "-3"], &[], None, "--maxprocesses"),
-        (&["--maxfail", "-1"], &[], None, "--maxfail"),
-        (&["--reruns", "1e3"], &[], None, "--reruns"),
-        (
-            &["--max-suite-reruns", "x"],
-            &[],
-            None,
-            "--max-suite-reruns",
-        ),
-        (
-            &["--node-index", "2", "--node-total", "2"],
-            &[],
-            None,
-            "node index 2",
-        ),
-        (&["--node-total", "0"], &[], None, "--node-total"),
-        (&["--color", "sometimes"], &[], None, "--color"),
-        (
-            &["--timeline", "t.html"],
-            &[],
-            None,
-            "--timeline is not built yet",
-        ),
-        (
-            &["--build-id", "b"],
-            &[],
-            None,
-            "--build-id is not built yet",
-        ),
-        (&["--queue", "redis://h"], &[], None, "not built yet"),
-        (&["--junitxml="], &[], None, "--junitxml"),
-        (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT"),
-        (
-            &[],
-            &[("SHARDEX_KILL_GRACE", "1e20")],
-            None,
-            "SHARDEX_KILL_GRACE",
-        ),
-        (
-            &[],
-            &[("SHARDEX_NUMPROCESSES", "0.5")],
-            None,
-            "SHARDEX_NUMPROCESSES",
-        ),
-        (
-            &[],
-            &[("SHARDEX_TIMELINE", "t.svg")],
-            None,
-            "SHARDEX_TIMELINE",
-        ),
-        (
-            &[],
-            &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "2")],
-            None,
-            "CI_NODE_INDEX",
-        ),
-        (
-            &[],
-            &[("BUILDKITE_PARALLEL_JOB_COUNT", "0")],
-            None,
-            "BUILDKITE_PARALLEL_JOB_COUNT",
-        ),
-        (&[], &[], Some("timeout = 1e20"), "[tool.shardex] timeout"),
-        (
-            &[],
-            &[],
-            Some("kill-grace = -1"),
-            "[tool.shardex] kill-grace",
-        ),
-        (
-            &[],
-            &[],
-            Some("numprocesses = nan"),
-            "[tool.shardex] numprocesses",
-        ),
-        (
-            &[],
-            &[],
-            Some("node-total = 0"),
-            "[tool.shardex] node-total",
-        ),
-        (
-            &[],
-            &[],
-            Some("timeline = \"t.html\""),
-            "[tool.shardex] timeline",
-        ),
-        (
-            &[],
-            &[],
-            Some("spawn = \"perhaps\""),
-            "[tool.shardex] spawn",
-        ),
-        // Input that is fine up to finding Python: still no report file.
-        (
-            &["--python", "/nonexistent/python"],
-            &[],
-            None,
-            "/nonexistent/python",
-        ),
-    ];
-    for (args, env, pyproject, names) in cases {
+    for (args, env, pyproject, names) in BAD_INPUTS {
         let sandbox = Sandbox::new();
         if let Some(keys) = pyproject {
             sandbox.write("pyproject.toml", &format!("[tool.shardex]\n{keys}\n"));
@@ -401,8 +405,8 @@ fn bad_input_table() {
     }
 }
 
-/// A report path that cannot be written is refused before anything runs, and the check
-/// leaves nothing: neither the file nor the folders it would be in.
+/// A report path in folders that do not exist yet passes the check without them being
+/// made: a later usage error leaves neither the file nor its folders.
 #[test]
 fn report_path_check_leaves_nothing() {
     let sandbox = Sandbox::new();
