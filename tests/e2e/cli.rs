@@ -113,3 +113,76 @@ fn empty_dir_collects_nothing() {
     let run = shardex_cmd(shardex_bin(), &suite.dir, &["-n", "2"], None).run();
     run.assert_code(5);
 }
+
+/// pytest's own usage error (an unknown flag) writes no JUnit file either.
+#[test]
+fn usage_error_leaves_no_report() {
+    let _guard = serial();
+    let suite = copy_fixture("basic");
+    let junit = suite.scratch.join("reports/junit.xml");
+    let run = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["--definitely-not-a-flag", "-n", "2"],
+        Some(&junit),
+    )
+    .run();
+    run.assert_code(4);
+    assert!(
+        !junit.exists() && !junit.parent().unwrap().exists(),
+        "a usage error left {}\n{}",
+        junit.display(),
+        run.describe()
+    );
+}
+
+/// `--maxfail 0` and `--reruns 0` given explicitly win over `addopts`, as in pytest (the
+/// command line comes after `addopts`); without them `addopts` decides.
+#[test]
+fn explicit_zero_beats_addopts() {
+    let _guard = serial();
+    let _ = venv_python();
+    let suite = empty_suite("explicit-zero");
+    std::fs::write(
+        suite.path("pytest.ini"),
+        "[pytest]\naddopts = -p no:cacheprovider --maxfail 1 --reruns 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        suite.path("test_zero.py"),
+        "def test_a():\n    assert False\n\n\ndef test_b():\n    assert False\n\n\ndef test_c():\n    pass\n",
+    )
+    .unwrap();
+    let from_addopts = shardex_cmd(shardex_bin(), &suite.dir, &["-n", "1"], None).run();
+    from_addopts.assert_code(1);
+    // How many tests the stop lets finish is the agent's business; that it stops is ours.
+    assert!(
+        from_addopts.stdout.contains("stopping after 1 failures"),
+        "{}",
+        from_addopts.describe()
+    );
+    let summary = from_addopts.summary();
+    assert!(
+        summary.get("rerun").is_some_and(|&n| n >= 2),
+        "{}",
+        from_addopts.describe()
+    );
+
+    let explicit = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "1", "--maxfail", "0", "--reruns", "0"],
+        None,
+    )
+    .run();
+    explicit.assert_code(1);
+    let summary = explicit.summary();
+    assert_eq!(summary.get("failed"), Some(&2), "{}", explicit.describe());
+    assert_eq!(summary.get("passed"), Some(&1), "{}", explicit.describe());
+    assert_eq!(summary.get("rerun"), None, "{}", explicit.describe());
+    assert!(
+        !explicit.stdout.contains("stopping after"),
+        "{}",
+        explicit.describe()
+    );
+}

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use shardex_core::schedule::DistMode;
 
+/// Defaults for callers that build a `RunConfig` themselves; `shardex run` always sets both
+/// from its option table (a test there checks that the defaults agree).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WorkerMode {
     /// One zygote collects, workers are forked from it (copy-on-write).
@@ -39,9 +44,10 @@ pub struct RunConfig {
     pub kill_grace: Duration,
     /// Do not read or update the store of previous runs' timings.
     pub no_timing_store: bool,
-    /// `-x`/`--maxfail`: stop after this many hard failures (0 = never; pytest's own
-    /// `--maxfail` in `addopts` also counts).
-    pub maxfail: u32,
+    /// `-x`/`--maxfail` on shardex's command line: stop after this many hard failures
+    /// (`Some(0)`: never). `None`: not given, so pytest's own `--maxfail` (`addopts`)
+    /// decides, as the command line comes after `addopts` in pytest.
+    pub maxfail: Option<u32>,
     /// After an early stop: how long running tests may take before their workers are
     /// stopped.
     pub stop_grace: Duration,
@@ -54,6 +60,22 @@ pub struct RunConfig {
     pub width: usize,
     /// Extra environment for the Python processes.
     pub env: Vec<(String, String)>,
+    /// This machine's share of a run split over several (`--node-index`/`--node-total`, or
+    /// a CI's parallelism); `None` when nothing asked for a split.
+    pub node: Option<NodeShare>,
+}
+
+/// One machine's share of a run split over `total` machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeShare {
+    /// From 0.
+    pub index: usize,
+    /// At least 1; `index < total`.
+    pub total: usize,
+    /// Where the share came from, for messages: a CI's name (`CircleCI`, `GitLab`,
+    /// `Buildkite`, `Bazel`) or the option's layer (`--node-total`, `SHARDEX_NODE_TOTAL`,
+    /// `pyproject.toml`).
+    pub source: String,
 }
 
 impl RunConfig {
@@ -70,21 +92,23 @@ impl RunConfig {
             junitxml: None,
             junit_prefix: None,
             timeout: None,
-            kill_grace: Duration::from_secs(3),
+            kill_grace: DEFAULT_KILL_GRACE,
             no_timing_store: false,
-            maxfail: 0,
-            stop_grace: Duration::from_secs(10),
+            maxfail: None,
+            stop_grace: DEFAULT_STOP_GRACE,
             retry: RetryFlags::default(),
             color: false,
             width: 80,
             env: Vec::new(),
+            node: None,
         }
     }
 }
 
 /// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
-/// `--max-suite-reruns`, handed to the Python side, which also sees `addopts`, the ini
-/// keys and `flaky` markers.
+/// `--max-suite-reruns` as given on shardex's command line (the one type for them from the
+/// CLI to the Python side, which also sees `addopts`, the ini keys and `flaky` markers).
+/// `None`/empty: not given; `Some(0)` given explicitly wins over `addopts`, as in pytest.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct RetryFlags {
     pub reruns: Option<u32>,

@@ -11,7 +11,9 @@ pub mod signal;
 pub mod sizing;
 pub mod stats;
 
-pub use config::{RetryFlags, RunConfig, WorkerMode};
+pub use config::{
+    NodeShare, RetryFlags, RunConfig, WorkerMode, DEFAULT_KILL_GRACE, DEFAULT_STOP_GRACE,
+};
 pub use errors::AgentError;
 pub use run::execute;
 pub use shardex_core::{RunEvent, RunSummary, TestResult};

@@ -2,10 +2,9 @@
 
 use std::ffi::OsString;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Cli, Command};
+use crate::args::cli;
 use crate::commands;
 use crate::errors::{CliError, UsageError};
 use crate::exit_code;
@@ -40,10 +39,9 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
     if args.get(1).is_some_and(|a| a == "run") {
         return commands::run::run(utf8_args(&args[2..])?);
     }
-    match Cli::try_parse_from(&args) {
-        Ok(cli) => match cli.command {
-            Command::Run(_) => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
-        },
+    match cli().try_get_matches_from(&args) {
+        // `run` was handled above; `shardex help run` and the like end in clap's errors.
+        Ok(_) => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
         Err(err) => Ok(clap_exit(&err)),
     }
 }
@@ -74,9 +72,9 @@ fn clap_exit(err: &clap::Error) -> i32 {
     }
 }
 
-/// Prints `shardex run`'s help (clap renders it from `RunArgs`).
+/// Prints `shardex run`'s help (clap renders it from `options::OPTIONS`).
 pub fn print_run_help() -> i32 {
-    match Cli::try_parse_from(["shardex", "run", "--help"]) {
+    match cli().try_get_matches_from(["shardex", "run", "--help"]) {
         Err(err) => clap_exit(&err),
         Ok(_) => exit_code::OK,
     }

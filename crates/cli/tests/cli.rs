@@ -224,8 +224,15 @@ fn config_file_errors() {
         .expect("run shardex");
     let stderr = String::from_utf8_lossy(&out.stderr)
         .replace(&sandbox.path().display().to_string(), "[TMP]");
+    // An unknown key is a warning naming the nearest known key; the run goes on (here to
+    // the next error: no Python in the empty environment).
     assert_eq!(out.status.code(), Some(4));
-    insta::assert_snapshot!(stderr.trim_end(), @"shardex: error: [TMP]/pyproject.toml: unknown key 'kill_grace' in [tool.shardex]; did you mean 'kill-grace'?");
+    let first = stderr.lines().next().unwrap_or_default();
+    insta::assert_snapshot!(first, @"shardex: warning: [TMP]/pyproject.toml: unknown key 'kill_grace' in [tool.shardex], ignored; did you mean 'kill-grace'?");
+    assert!(
+        stderr.lines().nth(1).unwrap_or_default().contains("python"),
+        "{stderr}"
+    );
 
     sandbox.write("pyproject.toml", "[tool.shardex]\ntimeout = \"soon\"\n");
     let line = sandbox.error_line(&["run"], &[], 4);
@@ -253,4 +260,167 @@ fn python_without_pytest() {
     let out = sandbox.run(&["run"], &[("PATH", &path_var)]);
     assert_eq!(out.code, 4);
     insta::assert_snapshot!(out.stderr.trim_end(), @"shardex: error: [TMP]/bin/python3 (python3 on PATH) failed to import pytest (exit status: 1): SyntaxError: bad sitecustomize");
+}
+
+/// argv after `run --junitxml report.xml`, env, `[tool.shardex]` lines, and what the error
+/// line must name.
+type BadInput = (Args, EnvPairs, Option<&'static str>, &'static str);
+
+const BAD_INPUTS: &[BadInput] = &[
+    (&["--timeout", "1e20"], &[], None, "--timeout"),
+    (&["--kill-grace", "1e20"], &[], None, "--kill-grace"),
+    (&["--stop-grace", "inf"], &[], None, "--stop-grace"),
+    (&["--reruns-delay", "1e300"], &[], None, "--reruns-delay"),
+    (&["--timeout", "NaN"], &[], None, "--timeout"),
+    (&["--timeout", "-1"], &[], None, "--timeout"),
+    (&["-n", "-1"], &[], None, "-n/--numprocesses"),
+    (&["-n", "99999999999"], &[], None, "-n/--numprocesses"),
+    (&["-n", "2000"], &[], None, "-n/--numprocesses"),
+    (&["--maxprocesses", "-3"], &[], None, "--maxprocesses"),
+    (&["--maxfail", "-1"], &[], None, "--maxfail"),
+    (&["--reruns", "1e3"], &[], None, "--reruns"),
+    (
+        &["--max-suite-reruns", "x"],
+        &[],
+        None,
+        "--max-suite-reruns",
+    ),
+    (
+        &["--node-index", "2", "--node-total", "2"],
+        &[],
+        None,
+        "node index 2",
+    ),
+    (&["--node-total", "0"], &[], None, "--node-total"),
+    (&["--color", "sometimes"], &[], None, "--color"),
+    (
+        &["--timeline", "t.html"],
+        &[],
+        None,
+        "--timeline is not built yet",
+    ),
+    (
+        &["--build-id", "b"],
+        &[],
+        None,
+        "--build-id is not built yet",
+    ),
+    (&["--queue", "redis://h"], &[], None, "not built yet"),
+    (&["--junitxml="], &[], None, "--junitxml"),
+    (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT"),
+    (
+        &[],
+        &[("SHARDEX_KILL_GRACE", "1e20")],
+        None,
+        "SHARDEX_KILL_GRACE",
+    ),
+    (
+        &[],
+        &[("SHARDEX_NUMPROCESSES", "0.5")],
+        None,
+        "SHARDEX_NUMPROCESSES",
+    ),
+    (
+        &[],
+        &[("SHARDEX_TIMELINE", "t.svg")],
+        None,
+        "SHARDEX_TIMELINE",
+    ),
+    (
+        &[],
+        &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "2")],
+        None,
+        "CI_NODE_INDEX",
+    ),
+    (
+        &[],
+        &[("BUILDKITE_PARALLEL_JOB_COUNT", "0")],
+        None,
+        "BUILDKITE_PARALLEL_JOB_COUNT",
+    ),
+    (&[], &[], Some("timeout = 1e20"), "[tool.shardex] timeout"),
+    (
+        &[],
+        &[],
+        Some("kill-grace = -1"),
+        "[tool.shardex] kill-grace",
+    ),
+    (
+        &[],
+        &[],
+        Some("numprocesses = nan"),
+        "[tool.shardex] numprocesses",
+    ),
+    (
+        &[],
+        &[],
+        Some("node-total = 0"),
+        "[tool.shardex] node-total",
+    ),
+    (
+        &[],
+        &[],
+        Some("timeline = \"t.html\""),
+        "[tool.shardex] timeline",
+    ),
+    (
+        &[],
+        &[],
+        Some("spawn = \"perhaps\""),
+        "[tool.shardex] spawn",
+    ),
+    // Input that is fine up to finding Python: still no report file.
+    (
+        &["--python", "/nonexistent/python"],
+        &[],
+        None,
+        "/nonexistent/python",
+    ),
+];
+
+/// Bad input from every source: exit 4 with one `shardex: error:` line, never a panic, and
+/// no report file (each case asks for `--junitxml report.xml`). The sandbox holds only the
+/// case's `pyproject.toml` afterwards.
+#[test]
+fn bad_input_table() {
+    for (args, env, pyproject, names) in BAD_INPUTS {
+        let sandbox = Sandbox::new();
+        if let Some(keys) = pyproject {
+            sandbox.write("pyproject.toml", &format!("[tool.shardex]\n{keys}\n"));
+        }
+        let mut argv = vec!["run", "--junitxml", "report.xml"];
+        argv.extend_from_slice(args);
+        let line = sandbox.error_line(&argv, env, 4);
+        assert!(line.starts_with("shardex: error: "), "{args:?}: {line}");
+        assert!(
+            line.contains(names),
+            "{args:?} {env:?}: {line} should name {names}"
+        );
+        let left: Vec<_> = std::fs::read_dir(sandbox.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|name| name != "pyproject.toml")
+            .collect();
+        assert!(left.is_empty(), "{args:?} {env:?}: left {left:?}");
+    }
+}
+
+/// A report path in folders that do not exist yet passes the check without them being
+/// made: a later usage error leaves neither the file nor its folders.
+#[test]
+fn report_path_check_leaves_nothing() {
+    let sandbox = Sandbox::new();
+    let line = sandbox.error_line(
+        &[
+            "run",
+            "--junitxml",
+            "new/dir/report.xml",
+            "--python",
+            "/nonexistent/python",
+        ],
+        &[],
+        4,
+    );
+    assert!(line.contains("/nonexistent/python"), "{line}");
+    assert!(!sandbox.path().join("new").exists());
 }

@@ -153,10 +153,9 @@ impl Run<'_> {
     }
 
     pub(super) fn effective_maxfail(&self) -> u32 {
-        if self.config.maxfail > 0 {
-            self.config.maxfail
-        } else {
-            self.session.as_ref().map_or(0, |s| s.maxfail)
+        match self.config.maxfail {
+            Some(maxfail) => maxfail,
+            None => self.session.as_ref().map_or(0, |s| s.maxfail),
         }
     }
 

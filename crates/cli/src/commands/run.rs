@@ -13,7 +13,7 @@ use crate::compat::split_args;
 use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::reporter::{Reporter, ReporterOptions};
-use crate::settings::{ColorChoice, FileSettings, QueueSpec, Settings, TimingStoreChoice};
+use crate::settings::{ColorChoice, FileSettings, Settings, TimingStoreChoice};
 
 /// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
 pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
@@ -24,6 +24,9 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     let cwd = std::env::current_dir()
         .map_err(|err| UsageError::new(format!("cannot read the current directory: {err}")))?;
     let file = FileSettings::discover(&cwd)?;
+    for warning in file.iter().flat_map(|f| &f.warnings) {
+        eprintln!("shardex: warning: {warning}");
+    }
     let settings = Settings::resolve(flags, pytest_args, &process_env, file.as_ref())?;
     tracing::debug!(?settings, config_file = ?file.as_ref().map(|f| &f.path), "resolved settings");
 
@@ -45,19 +48,11 @@ fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Everything that can be wrong with the input, checked before any test runs.
+/// Everything that can be wrong with the input, checked before any test runs (and before
+/// any file is written: a usage error leaves no report behind).
 fn validate(settings: &Settings) -> Result<(), CliError> {
-    if let QueueSpec::Redis(url) = &settings.queue {
-        return Err(UsageError::new(format!(
-            "--queue {url}: Redis queues are not supported yet; use --queue local"
-        ))
-        .into());
-    }
     if let Some(path) = &settings.junitxml {
         check_writable("--junitxml", path)?;
-    }
-    if let Some(path) = &settings.timeline {
-        check_writable("--timeline", path)?;
     }
     // Parsed here only to fail early with one clear line; the agent loads them again.
     let mut timings = TimingStore::new();
@@ -67,8 +62,10 @@ fn validate(settings: &Settings) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A report path must be a file we can create: make its folders (as pytest does for
-/// `--junitxml`) and open it for appending, which leaves an existing report as it is.
+/// A report path must be a file we can create, checked without leaving anything behind: an
+/// existing file is opened for appending (its content stays), a new one is created in the
+/// nearest existing folder and removed again (the agent makes the missing folders when it
+/// writes the report, as pytest does).
 fn check_writable(flag: &'static str, path: &Path) -> Result<(), CliError> {
     if path.is_dir() {
         return Err(UsageError::new(format!(
@@ -82,26 +79,40 @@ fn check_writable(flag: &'static str, path: &Path) -> Result<(), CliError> {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // create_dir_all says only "File exists" when a file is in the way: name it.
-        if let Some(file) = parent
-            .ancestors()
-            .find(|a| a.exists())
-            .filter(|a| !a.is_dir())
-        {
-            return Err(report_err(std::io::Error::other(format!(
-                "{} is a file, not a folder",
-                file.display()
-            ))));
-        }
-        std::fs::create_dir_all(parent).map_err(report_err)?;
+    if path.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(report_err);
     }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(existing) = parent.ancestors().find(|a| a.exists()) else {
+        return Ok(());
+    };
+    if !existing.is_dir() {
+        // create_dir_all would say only "File exists": name the file in the way.
+        return Err(report_err(std::io::Error::other(format!(
+            "{} is a file, not a folder",
+            existing.display()
+        ))));
+    }
+    // The file itself where its folder exists, else a probe in the nearest folder that
+    // does (the folders below it would be made by the same user).
+    let probe = if existing == parent {
+        path.to_owned()
+    } else {
+        existing.join(format!(".shardex-probe-{}", std::process::id()))
+    };
     OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
+        .write(true)
+        .create_new(true)
+        .open(&probe)
         .map_err(report_err)?;
-    Ok(())
+    std::fs::remove_file(&probe).map_err(report_err)
 }
 
 fn run_config(
@@ -134,19 +145,10 @@ fn run_config(
     config.kill_grace = settings.kill_grace;
     config.maxfail = settings.maxfail;
     config.stop_grace = settings.stop_grace;
-    let retry = &settings.retry;
-    config.retry = shardex_agent::RetryFlags {
-        reruns: (retry.reruns > 0).then_some(retry.reruns),
-        reruns_delay: (!retry.reruns_delay.is_zero()).then_some(retry.reruns_delay.as_secs_f64()),
-        only_rerun: retry.only_rerun.clone(),
-        rerun_except: retry.rerun_except.clone(),
-        fail_on_flaky: retry.fail_on_flaky,
-        max_suite_reruns: retry.max_suite_reruns,
-    };
+    config.retry = settings.retry.clone();
+    config.node = settings.node.clone();
     config.color = output.color;
     config.width = output.width;
-    // TODO: timeline, build_id, node_index/node_total and queue are resolved and validated
-    // here; the run does not use them yet (later issues).
     config
 }
 
@@ -233,13 +235,45 @@ impl ReportSink {
 mod tests {
     use super::*;
 
+    /// Only the folder's contents before and after: the check leaves nothing behind.
+    fn listing(dir: &Path) -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        all.sort();
+        all
+    }
+
     #[test]
-    fn report_paths_are_created_or_refused() {
+    fn report_paths_are_checked_without_a_trace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let nested = dir.path().join("a/b/junit.xml");
-        check_writable("--junitxml", &nested).expect("creates parents");
-        assert!(nested.is_file());
+        check_writable("--junitxml", &nested).expect("missing folders are fine");
+        check_writable("--junitxml", &dir.path().join("junit.xml")).expect("new file");
+        assert_eq!(listing(dir.path()), Vec::<PathBuf>::new());
 
+        std::fs::create_dir_all(dir.path().join("ro")).expect("mkdir");
+        let mut perms = std::fs::metadata(dir.path().join("ro"))
+            .expect("meta")
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+        std::fs::set_permissions(dir.path().join("ro"), perms).expect("chmod");
+        let refused = check_writable("--junitxml", &dir.path().join("ro/x/junit.xml"));
+        // root writes anywhere: only a normal user sees the refusal.
+        if std::fs::write(dir.path().join("ro/t"), "").is_err() {
+            let err = refused.unwrap_err();
+            assert_eq!(err.exit_code(), exit_code::USAGE_ERROR);
+            assert!(
+                err.render().contains("Permission denied"),
+                "{}",
+                err.render()
+            );
+        }
+        let _ = std::fs::remove_file(dir.path().join("ro/t"));
+        assert_eq!(listing(&dir.path().join("ro")), Vec::<PathBuf>::new());
+
+        std::fs::create_dir_all(nested.parent().expect("parent")).expect("mkdir");
         std::fs::write(&nested, "<old/>").expect("write");
         check_writable("--junitxml", &nested).expect("existing file");
         assert_eq!(std::fs::read_to_string(&nested).expect("read"), "<old/>");

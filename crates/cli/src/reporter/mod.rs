@@ -1,5 +1,6 @@
 //! The terminal reporter: pytest's (and pytest-xdist's) terminal output for a shardex run.
 
+mod closing;
 mod options;
 mod stats;
 mod summary;

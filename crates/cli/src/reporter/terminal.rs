@@ -309,7 +309,12 @@ impl Reporter {
                 self.session_started(session);
             }
         }
-        let settings = Settings::new(self.session.as_ref(), self.on_ci);
+        let mut settings = Settings::new(self.session.as_ref(), self.on_ci);
+        // The run's maxfail is the agent's (shardex's -x/--maxfail beats addopts), not the
+        // zygote's as it started.
+        if let Some(session) = &summary.session {
+            settings.maxfail = session.maxfail;
+        }
         if self.header_shown && !self.collected_shown && settings.verbosity >= 0 {
             // Collection never finished (an error stopped it): pytest still says what it found.
             self.collect_errors = summary.collection_errors();

@@ -420,18 +420,15 @@ fn warning_text(line: u32) -> String {
     )
 }
 
-/// The suite's run, failure bodies taken from `real` (they depend on `--tb` and `-v`).
-fn suite(session: SessionInfo, real: &str) -> Run {
-    let wall = real_wall(real);
-    let body = |title: &str| section(real, title);
+/// The suite's three failures, bodies taken from `real` (they depend on `--tb` and `-v`).
+fn suite_failures(session: &SessionInfo, real: &str) -> [TestResult; 3] {
     let crash_line = |line: u32, msg: &str| format!("{ROOT}/test_a.py:{line}: {msg}");
-    let line_style = session.tbstyle == "line";
     let body_or_line = |title: &str, n: usize| {
-        if line_style {
+        if session.tbstyle == "line" {
             // --tb=line: no headers; the n-th block between the crash lines.
             tbline_blocks(real)[n].clone()
         } else {
-            body(title)
+            section(real, title)
         }
     };
     let bad_value = format!("ValueError: bad value {}", "x".repeat(100));
@@ -459,6 +456,15 @@ fn suite(session: SessionInfo, real: &str) -> Run {
     );
     test_m.reports[1].crash_line = Some(crash_line(57, "assert [1, 2] == [1, 3]"));
     test_m.reports[1].head_line = Some("TestC.test_m".into());
+    [fail, fail_print, test_m]
+}
+
+/// The suite's run, failure bodies taken from `real` (they depend on `--tb` and `-v`).
+fn suite(session: SessionInfo, real: &str) -> Run {
+    let wall = real_wall(real);
+    let body = |title: &str| section(real, title);
+    let line_style = session.tbstyle == "line";
+    let [fail, fail_print, test_m] = suite_failures(&session, real);
     let setup_body = if line_style {
         "E   RuntimeError: setup boom\n".to_owned()
     } else {
@@ -733,6 +739,23 @@ fn maxfail_stops_like_pytest() {
     real.insert(real.len() - 1, "1 test not run".into());
     assert_eq!(after_progress(&out), real);
     insta::assert_snapshot!("maxfail", out);
+}
+
+/// The run's maxfail is the one the agent ends with (`--maxfail 0` on shardex's command
+/// line beats `--maxfail 1` in `addopts`), not the one pytest started with.
+#[test]
+fn maxfail_is_the_runs_not_the_zygotes() {
+    let mut info = session(0, "short", "wfE", "/tmp/rp/maxf");
+    info.maxfail = 1;
+    let mut run = Run::new(info, 0.1)
+        .collected(2, 0, 1)
+        .test(failed("test_m.py::test_a", "E   assert 0", "assert 0"))
+        .test(failed("test_m.py::test_b", "E   assert 0", "assert 0"));
+    run.session.maxfail = 0;
+    let out = run.render();
+    assert!(!out.contains("stopping after"), "{out}");
+    run.session.maxfail = 2;
+    assert!(run.render().contains("stopping after 2 failures"));
 }
 
 const INTERRUPTED: &str = include_str!("pytest_output/interrupted.txt");

@@ -167,7 +167,7 @@ async fn after_maxfail_running_tests_get_the_stop_grace_then_are_stopped_and_not
     let timings = durations(dir.path(), &ids, 0.01);
     let mut setup = Setup::new(2, tests);
     setup.config.timings = vec![timings];
-    setup.config.maxfail = 1;
+    setup.config.maxfail = Some(1);
     setup.config.stop_grace = Duration::from_secs(5);
     let (summary, world, _) = setup.run().await;
     assert_eq!(
