@@ -3,6 +3,8 @@
 //! No async, no processes: ids, outcomes, timings, the scheduler state machine,
 //! JUnit xunit1 read/write and the wire protocol types.
 
+pub mod attempts;
+pub mod dispatch;
 pub mod errors;
 pub mod junit;
 pub mod outcome;

@@ -1,10 +1,12 @@
 //! Scheduling: timing-weighted plans and the work-stealing queue, as pure state machines.
 
 pub mod plan;
+pub mod split;
 pub mod steal;
 mod units;
 
 #[cfg(test)]
 mod proptests;
 
+pub use split::{split_for_nodes, NodeShare};
 pub use steal::{Dispatch, DistMode, SchedTest, Scheduler};

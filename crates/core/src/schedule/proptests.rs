@@ -14,13 +14,27 @@ use super::units::{key_of, to_micros};
 enum Op {
     /// The worker asks for a test.
     Next(usize),
+    /// The worker asks for a test, a risky one not allowed (it has one in flight).
+    NextSafe(usize),
     /// The worker finishes its oldest in-flight test.
     Complete(usize),
+    /// The worker's oldest in-flight test fails and is retried on the second worker (see
+    /// `push_next`), if it has retries left.
+    Fail(usize, usize),
+    /// The worker dies in its oldest in-flight test (retried on the second worker if it has
+    /// retries left); the tests it held but had not started go back (`push_front`).
+    Crash(usize, usize),
     /// The worker gives back every test it holds but has not run.
     PushBack(usize),
+    /// The worker dies for good in its oldest test (retried on another if it may be): what
+    /// it held goes back, it is released and never asks again.
+    Disable(usize),
     /// The worker stops (crash with nothing queued): its started unit becomes stealable.
     Release(usize),
 }
+
+/// Retries each test may be granted.
+const RERUNS: u32 = 2;
 
 /// A random suite and which of its tests have no recorded time.
 fn suite() -> impl Strategy<Value = (Vec<SchedTest>, Vec<bool>)> {
@@ -70,123 +84,267 @@ fn mode() -> impl Strategy<Value = DistMode> {
 }
 
 fn ops(workers: usize) -> impl Strategy<Value = Vec<Op>> {
-    let op = (0..workers + 1, 0..10u8).prop_map(|(w, k)| match k {
+    let op = (0..workers + 1, 0..workers + 1, 0..16u8).prop_map(|(w, to, k)| match k {
         0..=4 => Op::Next(w),
-        5..=7 => Op::Complete(w),
-        8 => Op::PushBack(w),
+        5 => Op::NextSafe(w),
+        6..=8 => Op::Complete(w),
+        9 | 10 => Op::Fail(w, to),
+        11 => Op::Fail(w, w),
+        12 => Op::Crash(w, to),
+        13 => Op::PushBack(w),
+        14 if w == to => Op::Disable(w),
         _ => Op::Release(w),
     });
     prop::collection::vec(op, 0..400)
 }
 
-/// What a run did: per worker, the tests handed out in order; plus pushed-back tests.
+/// What a run did: per worker, the tests handed out in order (retries apart); every
+/// attempt that ended; keys disturbed by push-backs and releases.
 #[derive(Debug, Default, PartialEq)]
 struct Trace {
     dispatched: Vec<Vec<TestId>>,
+    /// Per worker, the retries it was handed, in order.
+    retried: Vec<Vec<TestId>>,
+    /// Attempts that ended (a failed attempt that was retried included).
     completed: Vec<TestId>,
     /// Keys whose unit was pushed back or released: exempt from the contiguity check.
     disturbed: BTreeSet<String>,
 }
 
-fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, ops: &[Op]) -> Trace {
-    let estimates: BTreeMap<TestId, f64> =
-        tests.iter().map(|t| (t.id.clone(), t.estimate)).collect();
-    let groups: BTreeMap<TestId, Option<String>> = tests
-        .iter()
-        .map(|t| (t.id.clone(), t.group.clone()))
-        .collect();
-    // A pushed-back or released group is exempt from the group check, as a file is from
-    // the unit check.
-    let disturb = |trace: &mut Trace, id: &TestId| {
-        trace.disturbed.insert(key_of(mode, id).to_owned());
-        if let Some(group) = &groups[id] {
-            trace.disturbed.insert(format!("group:{group}"));
+/// Drives a scheduler as the agent does, and checks at every step that nothing is
+/// dispatched twice unless granted (a retry or a push-back), nothing is lost, and no worker
+/// is told there is work it cannot get.
+struct Sim<'a> {
+    sched: Scheduler,
+    mode: DistMode,
+    tests: BTreeMap<TestId, &'a SchedTest>,
+    trace: Trace,
+    /// Per worker: held tests, oldest (running) first.
+    inflight: Vec<VecDeque<TestId>>,
+    /// Dispatches each test may still get: 1, plus one per retry granted or push-back.
+    owed: BTreeMap<TestId, u32>,
+    /// Retries granted per test (tests with none absent), and in total.
+    retries: BTreeMap<TestId, u32>,
+    granted: usize,
+    /// Workers gone for good.
+    dead: BTreeSet<usize>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(tests: &'a [SchedTest], unknown: &[bool], workers: usize, mode: DistMode) -> Self {
+        let slots = workers + 1;
+        Sim {
+            sched: Scheduler::with_unknown(tests.to_vec(), workers, mode, unknown),
+            mode,
+            tests: tests.iter().map(|t| (t.id.clone(), t)).collect(),
+            trace: Trace {
+                dispatched: vec![Vec::new(); slots],
+                retried: vec![Vec::new(); slots],
+                ..Trace::default()
+            },
+            inflight: vec![VecDeque::new(); slots],
+            owed: tests.iter().map(|t| (t.id.clone(), 1)).collect(),
+            retries: BTreeMap::new(),
+            granted: 0,
+            dead: BTreeSet::new(),
         }
-    };
-    let mut sched = Scheduler::with_unknown(tests.to_vec(), workers, mode, unknown);
-    // One more worker than seeded: a slot added later only steals.
-    let slots = workers + 1;
-    let mut trace = Trace {
-        dispatched: vec![Vec::new(); slots],
-        ..Trace::default()
-    };
-    let mut inflight: Vec<VecDeque<TestId>> = vec![VecDeque::new(); slots];
-    let next = |sched: &mut Scheduler,
-                trace: &mut Trace,
-                inflight: &mut Vec<VecDeque<TestId>>,
-                w: usize| {
-        match sched.next_for(WorkerId(w)) {
-            Some(id) => {
-                trace.dispatched[w].push(id.clone());
-                inflight[w].push_back(id);
-                true
-            }
-            None => {
-                assert!(
-                    sched.idle_is_justified(WorkerId(w)),
-                    "worker {w} idle with {} left",
-                    sched.remaining()
-                );
-                false
-            }
+    }
+
+    fn slots(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// A pushed-back or released test's file (or scope) and group are exempt from the
+    /// order checks.
+    fn disturb(&mut self, id: &TestId) {
+        self.trace
+            .disturbed
+            .insert(key_of(self.mode, id).to_owned());
+        if let Some(group) = &self.tests[id].group {
+            self.trace.disturbed.insert(format!("group:{group}"));
         }
-    };
-    for &op in ops {
+    }
+
+    fn sched_test(&self, id: &TestId) -> SchedTest {
+        (*self.tests[id]).clone()
+    }
+
+    fn next(&mut self, w: usize, allow_risky: bool) -> bool {
+        let Some(d) = self.sched.next_for_opts(WorkerId(w), allow_risky) else {
+            assert!(
+                !allow_risky || self.sched.idle_is_justified(WorkerId(w)),
+                "worker {w} idle with {} left",
+                self.sched.remaining()
+            );
+            return false;
+        };
+        let owed = self.owed.get_mut(&d.id).expect("a test of the suite");
+        assert!(*owed > 0, "{} dispatched twice: {:?}", d.id, self.trace);
+        *owed -= 1;
+        // Every dispatch of a test once retried is left out of the order checks.
+        let retried = self.retries.contains_key(&d.id);
+        let seq = if retried {
+            &mut self.trace.retried[w]
+        } else {
+            &mut self.trace.dispatched[w]
+        };
+        seq.push(d.id.clone());
+        self.inflight[w].push_back(d.id);
+        true
+    }
+
+    /// The oldest test `w` holds ends; failed, it is retried on `to` if it may be.
+    fn end_oldest(&mut self, w: usize, failed: bool, to: usize) {
+        let Some(id) = self.inflight[w].pop_front() else {
+            return;
+        };
+        self.trace.completed.push(id.clone());
+        let n = self.retries.entry(id.clone()).or_insert(0);
+        if failed && *n < RERUNS {
+            *n += 1;
+            self.granted += 1;
+            *self.owed.get_mut(&id).expect("known") += 1;
+            let test = self.sched_test(&id);
+            self.sched.push_next(WorkerId(to), test);
+        } else if *n == 0 {
+            self.retries.remove(&id);
+        }
+    }
+
+    fn push_back(&mut self, w: usize) {
+        let back: Vec<TestId> = self.inflight[w].drain(..).collect();
+        if back.is_empty() {
+            return;
+        }
+        // `push_front` releases the unit the worker was in, as `release` does.
+        if let Some(last) = self.trace.dispatched[w].last().cloned() {
+            self.disturb(&last);
+        }
+        for id in &back {
+            self.disturb(id);
+            *self.owed.get_mut(id).expect("known") += 1;
+        }
+        let tests = back.iter().map(|id| self.sched_test(id)).collect();
+        self.sched.push_front(WorkerId(w), tests);
+    }
+
+    fn apply(&mut self, op: Op) {
+        let (w, to) = match op {
+            Op::Fail(w, to) | Op::Crash(w, to) => (w, to),
+            Op::Next(w)
+            | Op::NextSafe(w)
+            | Op::Complete(w)
+            | Op::PushBack(w)
+            | Op::Disable(w)
+            | Op::Release(w) => (w, w),
+        };
+        if self.dead.contains(&w) {
+            return;
+        }
+        // A retry goes to a live worker (see `attempts::retry_worker`).
+        let to = if self.dead.contains(&to) { w } else { to };
         match op {
             Op::Next(w) => {
-                next(&mut sched, &mut trace, &mut inflight, w);
+                self.next(w, true);
             }
-            Op::Complete(w) => trace.completed.extend(inflight[w].pop_front()),
-            Op::PushBack(w) => {
-                if inflight[w].is_empty() {
-                    continue;
+            Op::NextSafe(w) => {
+                self.next(w, false);
+            }
+            Op::Complete(w) => self.end_oldest(w, false, w),
+            Op::Fail(..) => self.end_oldest(w, true, to),
+            Op::Crash(..) => {
+                if self.inflight[w].is_empty() {
+                    return;
                 }
-                let back: Vec<SchedTest> = inflight[w]
-                    .drain(..)
-                    .map(|id| {
-                        disturb(&mut trace, &id);
-                        SchedTest {
-                            estimate: estimates[&id],
-                            group: groups[&id].clone(),
-                            id,
-                        }
-                    })
-                    .collect();
-                sched.push_front(WorkerId(w), back);
+                self.end_oldest(w, true, to);
+                self.push_back(w);
+            }
+            Op::PushBack(w) => self.push_back(w),
+            Op::Disable(w) => {
+                let live = self.slots() - self.dead.len();
+                if live == 1 {
+                    return;
+                }
+                self.dead.insert(w);
+                let other = (0..self.slots()).find(|o| !self.dead.contains(o));
+                self.end_oldest(w, true, other.expect("one is live"));
+                self.push_back(w);
+                if let Some(last) = self.trace.dispatched[w].last().cloned() {
+                    self.disturb(&last);
+                }
+                self.sched.release(WorkerId(w));
             }
             Op::Release(w) => {
-                if let Some(last) = trace.dispatched[w].last().cloned() {
-                    disturb(&mut trace, &last);
+                if let Some(last) = self.trace.dispatched[w].last().cloned() {
+                    self.disturb(&last);
                 }
-                sched.release(WorkerId(w));
+                self.sched.release(WorkerId(w));
             }
         }
-        let held: usize = inflight.iter().map(VecDeque::len).sum();
+        self.check();
+    }
+
+    /// Nothing lost; no worker told there is work it cannot get.
+    fn check(&self) {
+        let held: usize = self.inflight.iter().map(VecDeque::len).sum();
         assert_eq!(
-            sched.remaining() + held + trace.completed.len(),
-            tests.len()
+            self.sched.remaining() + held + self.trace.completed.len(),
+            self.tests.len() + self.granted
         );
-        assert_eq!(sched.remaining() == 0, sched.remaining_estimate() == 0.0);
-    }
-    // Run to the end: every worker finishes what it holds, then asks until nothing is left.
-    loop {
-        for (w, held) in inflight.iter_mut().enumerate() {
-            trace.completed.extend(held.drain(..));
-            let _ = w;
-        }
-        let mut progressed = false;
-        for w in 0..slots {
-            progressed |= next(&mut sched, &mut trace, &mut inflight, w);
-        }
-        if !progressed {
-            for held in &mut inflight {
-                trace.completed.extend(held.drain(..));
+        assert_eq!(
+            self.sched.remaining() == 0,
+            self.sched.remaining_estimate() == 0.0
+        );
+        let mut someone = false;
+        for w in 0..self.slots() {
+            if self.sched.has_work_for(WorkerId(w)) {
+                someone |= !self.dead.contains(&w);
+                let mut probe = self.sched.clone();
+                assert!(
+                    probe.next_for_opts(WorkerId(w), true).is_some(),
+                    "worker {w} has work but gets none: {:?}",
+                    self.sched
+                );
             }
-            break;
         }
+        assert!(
+            someone || self.sched.remaining() == 0,
+            "work left for no live worker: {:?}",
+            self.sched
+        );
     }
-    assert_eq!(sched.remaining(), 0, "work left but every worker idle");
-    trace
+
+    /// Every worker finishes what it holds, then asks until nothing is left.
+    fn finish(mut self) -> Trace {
+        loop {
+            for w in 0..self.slots() {
+                while !self.inflight[w].is_empty() {
+                    self.end_oldest(w, false, w);
+                }
+            }
+            let mut progressed = false;
+            for w in 0..self.slots() {
+                if self.dead.contains(&w) {
+                    continue;
+                }
+                progressed |= self.next(w, true);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        assert_eq!(self.sched.remaining(), 0, "work left but every worker idle");
+        assert!(self.owed.values().all(|&n| n == 0), "{:?}", self.owed);
+        self.trace
+    }
+}
+
+fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, ops: &[Op]) -> Trace {
+    let mut sim = Sim::new(tests, unknown, workers, mode);
+    for &op in ops {
+        sim.apply(op);
+    }
+    sim.finish()
 }
 
 fn assert_units_contiguous(trace: &Trace, mode: DistMode) {
@@ -296,6 +454,7 @@ proptest! {
         let trace = run(&tests, &unknown, workers, mode, &ops);
         let mut done: Vec<&TestId> = trace.completed.iter().collect();
         done.sort();
+        done.dedup();
         let mut want: Vec<&TestId> = tests.iter().map(|t| &t.id).collect();
         want.sort();
         prop_assert_eq!(done, want);

@@ -126,20 +126,38 @@ impl Deque {
         Some(item)
     }
 
-    /// Whether a thief may take something: in `Load` anything but the rest of a small class
-    /// the owner is in (see `locked_len`); in the other modes any unit but a started head.
+    /// Retries pushed at the front (`Scheduler::push_next`): the owner runs them next, and
+    /// they are not for thieves while it lives (`release` frees them).
+    fn urgent_len(&self) -> usize {
+        self.units.iter().take_while(|u| u.urgent).count()
+    }
+
+    /// The units a thief may not take, at the head: the owner's retries, and in
+    /// `LoadScope`/`LoadFile` the unit it has started.
+    fn kept(&self, mode: DistMode) -> usize {
+        let urgent = self.urgent_len();
+        let started = self.units.get(urgent).is_some_and(|u| u.started);
+        urgent + usize::from(started && !mode.per_test())
+    }
+
+    /// Whether a thief may take something (what `Scheduler::take_tail` takes): in `Load`
+    /// anything but the rest of a small class or a group the owner is in (see
+    /// `locked_len`); in the other modes any unit but a started one. Never the owner's
+    /// retries: behind them the unit it is in stays locked, so looking past them only to
+    /// find a locked tail would tell an idle worker there is work it cannot get.
     fn stealable(&self, mode: DistMode, class_cap: u64) -> bool {
+        let kept = self.kept(mode);
+        let free = self.units.len().saturating_sub(kept);
         match mode {
             DistMode::Load | DistMode::LoadGroup => {
-                self.units.len() > 1
-                    || self
-                        .units
-                        .front()
-                        .is_some_and(|u| locked_len(u, class_cap) < u.items.len())
+                free > 1
+                    || (free == 1
+                        && self
+                            .units
+                            .back()
+                            .is_some_and(|u| locked_len(u, class_cap) < u.items.len()))
             }
-            DistMode::LoadScope | DistMode::LoadFile => {
-                self.units.len() > 1 || self.units.front().is_some_and(|u| !u.started)
-            }
+            DistMode::LoadScope | DistMode::LoadFile => free > 0,
         }
     }
 }
@@ -365,12 +383,13 @@ impl Scheduler {
     /// may be stolen whole by another worker. In `LoadScope`/`LoadFile`, call it when a
     /// worker dies with nothing to push back, or the rest of its unit waits for that slot.
     pub fn release(&mut self, worker: WorkerId) {
-        if let Some(head) = self
-            .deques
-            .get_mut(worker.0)
-            .and_then(|d| d.units.front_mut())
-        {
-            head.started = false;
+        // Retries pushed in front of the unit it had started go with it: they become
+        // ordinary work any worker may take.
+        if let Some(deque) = self.deques.get_mut(worker.0) {
+            for unit in &mut deque.units {
+                unit.started = false;
+                unit.urgent = false;
+            }
         }
     }
 
@@ -450,12 +469,7 @@ impl Scheduler {
         let class_cap = self.class_cap;
         let deque = &mut self.deques[victim];
         let half = deque.micros / 2;
-        let keep = match mode {
-            DistMode::Load | DistMode::LoadGroup => 0,
-            DistMode::LoadScope | DistMode::LoadFile => {
-                usize::from(deque.units.front().is_some_and(|u| u.started))
-            }
-        };
+        let keep = deque.kept(mode);
         let mut taken: Vec<Unit> = Vec::new();
         let mut acc: u64 = 0;
         while deque.units.len() > keep {
@@ -614,6 +628,51 @@ mod tests {
             s.next_for(WorkerId(0)).unwrap().as_str(),
             "m.py::TestC::test_second"
         );
+    }
+
+    #[test]
+    fn a_retry_in_front_of_a_class_in_progress_is_not_work_for_a_thief() {
+        // gw0 is inside a small class when a retry is pushed in front of it: gw1 must not
+        // be told there is work (it would wait, never flushed, for nothing).
+        let ids = ["m.py::TestC::t0", "m.py::TestC::t1", "m.py::TestC::t2"];
+        let mut tests: Vec<SchedTest> = ids
+            .iter()
+            .map(|id| SchedTest {
+                id: TestId::new(*id),
+                estimate: 0.001,
+                group: None,
+            })
+            .collect();
+        tests.extend(light("m.py", 40));
+        let mut s = Scheduler::new(tests, 1, DistMode::Load);
+        assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), ids[0]);
+        // gw1 takes all it may: the module-level tests.
+        while s.next_for(WorkerId(1)).is_some() {}
+        assert_eq!(s.remaining(), 2);
+        let retry = SchedTest {
+            id: TestId::new("n.py::flaky"),
+            estimate: 0.01,
+            group: None,
+        };
+        s.push_next(WorkerId(0), retry);
+        assert!(!s.has_work_for(WorkerId(1)));
+        assert_eq!(s.next_for(WorkerId(1)), None);
+        assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), "n.py::flaky");
+        assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), ids[1]);
+        // gw0 dies: what it had is anyone's, the retry included.
+        let retry = SchedTest {
+            id: TestId::new("n.py::flaky"),
+            estimate: 0.01,
+            group: None,
+        };
+        s.push_next(WorkerId(0), retry);
+        s.release(WorkerId(0));
+        assert!(s.has_work_for(WorkerId(1)));
+        let mut got = Vec::new();
+        while let Some(id) = s.next_for(WorkerId(1)) {
+            got.push(id.to_string());
+        }
+        assert_eq!(got, ["m.py::TestC::t2", "n.py::flaky"]);
     }
 
     #[test]
