@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardex_core::attempts::{retry_worker, Decision, Verdict};
 use shardex_core::junit::flaky::merge_attempts;
 use shardex_core::junit::write::SyntheticCase;
 use shardex_core::protocol::{PhaseReport, TestDone, ToPython};
@@ -13,9 +14,6 @@ use tokio::time::Instant;
 use super::state::Phase;
 use super::{Attempt, Run};
 use crate::{RunEvent, TestResult};
-
-/// A failed attempt's retry verdict: (allowed by the filter, reruns, delay in seconds).
-type Verdict = (bool, u32, f64);
 
 impl Run<'_> {
     pub(super) fn on_done(&mut self, slot: usize, done: TestDone) {
@@ -35,7 +33,11 @@ impl Run<'_> {
             }
         }
         let outcome = Outcome::from_reports(&done.reports);
-        let verdict = done.retry.as_ref().map(|v| (v.eligible, v.reruns, v.delay));
+        let verdict = done.retry.as_ref().map(|v| Verdict {
+            eligible: v.eligible,
+            reruns: v.reruns,
+            delay: v.delay,
+        });
         self.finish_attempt(
             slot,
             Attempt {
@@ -70,24 +72,11 @@ impl Run<'_> {
             junit,
         } = attempt;
         let failed = outcome.is_failure();
-        let mut cancelled = false;
-        let retry = match verdict {
-            Some((eligible, reruns, delay)) if failed => {
-                if self.phase.dispatch_stopped() {
-                    // The run is stopping: no retry starts, but a test with retries left
-                    // did not fail for good: it is not run, not a hard failure.
-                    cancelled = eligible && self.retry_book.attempts(&id) < reruns;
-                    None
-                } else {
-                    self.retry_book
-                        .grant(&id, eligible, reruns)
-                        .then_some(delay)
-                }
-            }
-            _ => None,
-        };
-        let will_retry = retry.is_some() || cancelled;
-        let attempt_index = self.retry_book.attempts(&id) - u32::from(retry.is_some());
+        let recorded = self
+            .ledger
+            .record(&id, failed, verdict, self.phase.dispatch_stopped());
+        let will_retry = recorded.decision.will_retry();
+        let attempt_index = recorded.attempt;
         let crash = matches!(outcome, Outcome::Crashed | Outcome::TimedOut);
         // A crash's duration says nothing about the test's usual length.
         let known_duration = (!crash).then_some(duration);
@@ -105,9 +94,11 @@ impl Run<'_> {
                 .entry(id.clone())
                 .or_default()
                 .push(junit);
-            match retry {
-                Some(delay) => self.schedule_retry(id.clone(), slot, delay),
-                None => self.summary.not_run.push(id.clone()),
+            match recorded.decision {
+                Decision::Retry { delay } => self.schedule_retry(id.clone(), slot, delay),
+                Decision::CancelledByStop | Decision::Final { .. } => {
+                    self.summary.not_run.push(id.clone())
+                }
             }
         } else {
             self.record_final_junit(&id, junit, failed);
@@ -126,12 +117,8 @@ impl Run<'_> {
         });
         self.emit(RunEvent::TestFinished(Arc::clone(&result)));
         self.results.push(result);
-        if failed && !will_retry {
-            self.hard_failures += 1;
-            let maxfail = self.effective_maxfail();
-            if maxfail > 0 && self.hard_failures >= maxfail {
-                self.stop_early();
-            }
+        if recorded.maxfail_reached {
+            self.stop_early();
         }
     }
 
@@ -167,19 +154,19 @@ impl Run<'_> {
             self.delayed.push_back((due, id, failed_on));
             return;
         }
-        let idle_other = (0..self.lanes.len()).find(|&s| {
-            s != failed_on
-                && self.lanes[s].serving()
+        let pool = &*self.pool;
+        let slots: Vec<usize> = (0..self.lanes.len()).collect();
+        let target = retry_worker(&slots, WorkerId(failed_on), |&s| {
+            self.lanes[s].serving()
                 && !self.lanes[s].busy()
-                && self.pool.is_connected(s)
-                && !self.pool.is_stopping(s)
+                && pool.is_connected(s)
+                && !pool.is_stopping(s)
         });
-        let target = idle_other.unwrap_or(failed_on);
-        tracing::debug!(test = %id, slot = %WorkerId(target), failed_on = %WorkerId(failed_on), "retry");
+        tracing::debug!(test = %id, slot = %target, failed_on = %WorkerId(failed_on), "retry");
         if let Some(queue) = self.queue.as_mut() {
-            queue.retry(WorkerId(target), id);
+            queue.retry(target, id);
         }
-        self.fill(target);
+        self.fill(target.0);
         self.fill_all();
     }
 
@@ -200,8 +187,9 @@ impl Run<'_> {
         if self.phase.dispatch_stopped() {
             return;
         }
-        tracing::debug!(hard_failures = self.hard_failures, "early stop");
-        self.summary.stopped = Some(format!("stopping after {} failures", self.hard_failures));
+        let hard_failures = self.ledger.hard_failures();
+        tracing::debug!(hard_failures, "early stop");
+        self.summary.stopped = Some(format!("stopping after {hard_failures} failures"));
         if let Some(queue) = self.queue.as_mut() {
             self.summary.not_run.extend(queue.stop());
         }
@@ -269,7 +257,11 @@ impl Run<'_> {
             .and_then(|i| i.retry.clone())
             .or_else(|| self.session.as_ref().map(|s| s.retry.clone()))
             .unwrap_or_default();
-        let eligible = rules.synthetic_failure_is_retryable(&message);
+        let verdict = Verdict {
+            eligible: rules.synthetic_failure_is_retryable(&message),
+            reruns: rules.reruns,
+            delay: rules.delay,
+        };
         let attempt = Attempt {
             id,
             outcome,
@@ -277,7 +269,7 @@ impl Run<'_> {
             reports: vec![report],
             junit,
         };
-        self.finish_attempt(slot, attempt, Some((eligible, rules.reruns, rules.delay)));
+        self.finish_attempt(slot, attempt, Some(verdict));
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
+use shardex_core::attempts::AttemptLedger;
 use shardex_core::protocol::{CollectProblem, Collection, FromPython, ToPython};
-use shardex_core::retry::RetryBook;
 use shardex_core::schedule::SchedTest;
 use shardex_core::{TestId, WorkerId};
 
@@ -132,7 +132,7 @@ impl Run<'_> {
             .retry
             .max_suite_reruns
             .or_else(|| self.session.as_ref().and_then(|s| s.max_suite_reruns));
-        self.retry_book = RetryBook::new(suite_cap);
+        self.ledger = AttemptLedger::new(suite_cap, Some(self.effective_maxfail()));
         let workers = self.build_queue(&collection);
         // Fewer tests than workers: the extra slots are never started (or are sent away).
         for slot in workers..self.lanes.len() {

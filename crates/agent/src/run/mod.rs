@@ -20,9 +20,9 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use shardex_core::attempts::AttemptLedger;
 use shardex_core::protocol::JunitPart;
 use shardex_core::protocol::{Collection, ItemInfo, SessionInfo};
-use shardex_core::retry::RetryBook;
 use shardex_core::timing::TimingStore;
 use shardex_core::TestId;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -170,8 +170,8 @@ struct Run<'p> {
     /// JUnit of failed attempts that were retried, until the test's final attempt.
     attempt_junit: HashMap<TestId, Vec<JunitPart>>,
     timings: TimingStore,
-    hard_failures: u32,
-    retry_book: RetryBook,
+    /// Retries granted and hard failures counted (`-x`/`--maxfail`).
+    ledger: AttemptLedger,
     /// Retries waiting out `--reruns-delay`: (due, test, worker it failed on).
     delayed: VecDeque<(Instant, TestId, usize)>,
     ending: Ending,
@@ -203,8 +203,7 @@ impl<'p> Run<'p> {
             junit_tests: Vec::new(),
             attempt_junit: HashMap::new(),
             timings,
-            hard_failures: 0,
-            retry_book: RetryBook::new(None),
+            ledger: AttemptLedger::default(),
             delayed: VecDeque::new(),
             ending: Ending::default(),
             started: Instant::now(),
