@@ -73,8 +73,8 @@ pub struct NodeShare {
     /// At least 1; `index < total`.
     pub total: usize,
     /// Where the share came from, for messages: a CI's name (`CircleCI`, `GitLab`,
-    /// `Buildkite`, `Bazel`) or the option's layer (`--node-total`, `SHARDEX_NODE_TOTAL`,
-    /// `pyproject.toml`).
+    /// `Buildkite`, `Bazel`) or where the total (else the index) was given: `--node-total`,
+    /// `SHARDEX_NODE_TOTAL`, `/src/pyproject.toml: [tool.shardex] node-total`.
     pub source: String,
 }
 
