@@ -34,6 +34,22 @@ impl RunDir {
         Ok(Self { path })
     }
 
+    /// Removes the files a run leaves (worker spools, capture and stderr files); keeps the
+    /// socket and the plugin.
+    pub fn clear_run_files(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            let per_run = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e == "results" || e == "err" || e.starts_with("capture"));
+            if per_run {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.path.join("agent.sock")
     }

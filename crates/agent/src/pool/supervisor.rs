@@ -189,8 +189,16 @@ impl Pool {
         self.raw_tx.clone()
     }
 
-    /// Starts the collecting process(es): the zygote, or in spawn mode every worker.
+    /// Starts the collecting process(es) of a run: the zygote, or in spawn mode every
+    /// worker. What an earlier run left in the run folder (spools, capture and stderr
+    /// files) is removed first.
     pub fn start(&mut self) -> Result<(), AgentError> {
+        self.rundir
+            .clear_run_files()
+            .map_err(|source| AgentError::Io {
+                doing: format!("clearing the run folder {}", self.rundir.path.display()),
+                source,
+            })?;
         match self.spec.mode {
             WorkerMode::Fork => {
                 let mut spec = self.spec.launch.clone();

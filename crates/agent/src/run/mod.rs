@@ -67,18 +67,27 @@ pub async fn execute_with(
         timings.merge_source(source)?;
     }
     let mut pool = Pool::open(pool_spec(&config), launcher)?;
-    let outcome = {
-        let mut run = Run::new(config, &mut pool, events, timings);
-        match run.drive(signals).await {
-            Ok(()) => run.finish(),
-            Err(err) => Err(err),
-        }
-    };
+    let outcome = run_in(&mut pool, config, events, signals, timings).await;
     pool.close().await;
     outcome
 }
 
-fn pool_spec(config: &RunConfig) -> PoolSpec {
+/// One run in a pool that was opened for `config`'s settings (see `pool_spec`); the pool
+/// is left ready for another run.
+pub async fn run_in(
+    pool: &mut Pool,
+    config: RunConfig,
+    events: UnboundedSender<RunEvent>,
+    signals: Option<UnboundedReceiver<Interrupt>>,
+    timings: TimingStore,
+) -> Result<RunSummary, AgentError> {
+    let mut run = Run::new(config, pool, events, timings);
+    run.drive(signals).await?;
+    run.finish()
+}
+
+/// How to open a pool for runs with `config`'s settings.
+pub fn pool_spec(config: &RunConfig) -> PoolSpec {
     // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
     // plugin takes over its options, ini keys and marker).
     let mut args = vec![

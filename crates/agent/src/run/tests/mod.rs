@@ -302,3 +302,42 @@ async fn a_signal_stops_the_workers_and_what_did_not_finish_is_not_run() {
         (Signal::SIGTERM, Duration::from_secs(2))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_pool_serves_two_runs() {
+    let tests = vec![
+        (TestId::new("a.py::one"), Script::Pass(10 * MS)),
+        (
+            TestId::new("a.py::two"),
+            Script::FlakyOnce {
+                after: 10 * MS,
+                reruns: 1,
+            },
+        ),
+    ];
+    let world = World::new(tests);
+    let mut config = RunConfig::new("python3".into(), Vec::new(), std::env::temp_dir(), 2);
+    config.no_timing_store = true;
+    let launcher = Box::new(FakeLauncher {
+        world: Arc::clone(&world),
+    });
+    let mut pool = crate::pool::Pool::open(super::pool_spec(&config), launcher).unwrap();
+    let socket = pool.rundir().socket();
+    for round in 0..2 {
+        let (events, _keep) = unbounded_channel();
+        let timings = shardex_core::timing::TimingStore::new();
+        let summary = super::run_in(&mut pool, config.clone(), events, None, timings)
+            .await
+            .unwrap();
+        assert_eq!(
+            finals(&summary),
+            vec![
+                ("a.py::one", Outcome::Passed),
+                ("a.py::two", Outcome::Passed)
+            ],
+            "round {round}"
+        );
+        assert!(socket.exists(), "the pool's socket outlives the run");
+    }
+    pool.close().await;
+}
