@@ -14,8 +14,8 @@ use shardex_core::junit::flaky::merge_attempts;
 use shardex_core::junit::write::SyntheticCase;
 use shardex_core::junit::{JunitReport, SuiteInfo};
 use shardex_core::protocol::{
-    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, Role, SessionInfo,
-    TestDone, ToPython, WarningReport,
+    CollectProblem, Collection, FromPython, ItemInfo, JunitPart, PhaseReport, RetryFlags, Role,
+    RunSettings, SessionInfo, TestDone, ToPython, WarningReport, SETTINGS_VERSION,
 };
 use shardex_core::retry::RetryBook;
 use shardex_core::schedule::{Dispatch, DistMode, SchedTest, Scheduler};
@@ -269,53 +269,46 @@ fn python_env(
             pythonpath = format!("{pythonpath}:{existing}");
         }
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    // Only what the process needs to reach the agent: the run's settings come in the
+    // `configure` message (`run_settings`).
     let mut env = vec![
         ("PYTHONPATH".to_owned(), pythonpath),
         (
             "SHARDEX_SOCKET".to_owned(),
             rundir.socket().display().to_string(),
         ),
-        (
-            "SHARDEX_RUNDIR".to_owned(),
-            rundir.path.display().to_string(),
-        ),
-        (
-            "SHARDEX_WORKER_COUNT".to_owned(),
-            config.workers.to_string(),
-        ),
-        (
-            "SHARDEX_TESTRUNUID".to_owned(),
-            format!("{:x}{:x}", std::process::id(), nanos),
-        ),
-        (
-            "SHARDEX_COLOR".to_owned(),
-            if config.color { "1" } else { "0" }.to_owned(),
-        ),
-        ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
-        (
-            "SHARDEX_RETRY".to_owned(),
-            serde_json::to_string(&config.retry).unwrap_or_default(),
-        ),
-        (
-            "SHARDEX_JUNIT".to_owned(),
-            if config.junitxml.is_some() { "1" } else { "0" }.to_owned(),
-        ),
-        (
-            "SHARDEX_LOADGROUP".to_owned(),
-            if config.dist == DistMode::LoadGroup {
-                "1"
-            } else {
-                "0"
-            }
-            .to_owned(),
-        ),
     ];
     env.extend(config.env.iter().cloned());
     env
+}
+
+/// The `configure` message every connection gets first. The run id is the run folder's
+/// (pid and time): the same for every process of the run, and new for each run.
+fn run_settings(config: &RunConfig, rundir: &RunDir) -> RunSettings {
+    let name = rundir
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let retry = &config.retry;
+    RunSettings {
+        v: SETTINGS_VERSION,
+        worker_count: u32::try_from(config.workers).unwrap_or(u32::MAX),
+        testrunuid: name.trim_start_matches("shardex-").replace('-', ""),
+        color: config.color,
+        width: u32::try_from(config.width).unwrap_or(u32::MAX),
+        retry: RetryFlags {
+            reruns: retry.reruns,
+            reruns_delay: retry.reruns_delay,
+            only_rerun: retry.only_rerun.clone(),
+            rerun_except: retry.rerun_except.clone(),
+            fail_on_flaky: retry.fail_on_flaky,
+            max_suite_reruns: retry.max_suite_reruns,
+        },
+        junit: config.junitxml.is_some(),
+        loadgroup: config.dist == DistMode::LoadGroup,
+        rundir: rundir.path.display().to_string(),
+    }
 }
 
 fn spawn_signal_watchers(tx: UnboundedSender<Ev>) -> std::io::Result<()> {
@@ -547,6 +540,11 @@ impl Run {
         pid: u32,
         tx: UnboundedSender<ToPython>,
     ) {
+        // The first message on every connection: the Python side waits for it.
+        let _ = tx.send(ToPython::Configure(run_settings(
+            &self.config,
+            &self.rundir,
+        )));
         match role {
             Role::Zygote => {
                 self.conns.insert(conn, ConnPeer::Zygote);

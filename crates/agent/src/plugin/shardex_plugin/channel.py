@@ -6,8 +6,13 @@ Never stdout, which tests print to.
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
+
+from .settings import LAUNCH, SETTINGS
+
+PROTOCOL_VERSION = 4
 
 
 class Channel:
@@ -73,3 +78,14 @@ class Channel:
 
 def encode(msg: dict) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def connect(role: str, slot) -> Channel:
+    """Connects to the agent: the hello, then the run's settings, which the agent sends
+    first on every connection (nothing else is read before them)."""
+    hello = {"t": "hello", "v": PROTOCOL_VERSION, "role": role, "slot": slot, "pid": os.getpid()}
+    if LAUNCH.secret:
+        hello["secret"] = LAUNCH.secret
+    channel = Channel(LAUNCH.socket, hello)
+    SETTINGS.apply(channel.recv())
+    return channel

@@ -12,15 +12,13 @@ import pluggy
 import pytest
 
 from . import internals, retries
-from .channel import Channel
+from .channel import Channel, connect
 from .cov import coverage_failure
 from .junit import JunitRecorder
 from .reports import collect_message, phase_report, render_summary
 from .settings import LAUNCH, SETTINGS
 from .worker import Worker, become_worker, restart_capture_into_rundir, set_worker_basetemp, spawn_basetemp_root
 from .zygote import Zygote, collectionfinish_lines, item_info
-
-PROTOCOL_VERSION = 3
 
 
 class ShardexPlugin:
@@ -38,14 +36,10 @@ class ShardexPlugin:
 
     # -- configuration -------------------------------------------------------
 
-    def connect(self, role: str, slot) -> Channel:
-        hello = {"t": "hello", "v": PROTOCOL_VERSION, "role": role, "slot": slot, "pid": os.getpid()}
-        return Channel(LAUNCH.socket, hello)
-
     def start(self) -> None:
         role = "zygote" if LAUNCH.mode == "zygote" else "worker"
         slot = os.environ.get("PYTEST_XDIST_WORKER") if role == "worker" else None
-        self.channel = self.connect(role, slot)
+        self.channel = connect(role, slot)
         # The agent owns -x/--maxfail across workers; a worker must not stop by itself.
         self.maxfail = self.config.option.maxfail
         self.config.option.maxfail = 0

@@ -11,6 +11,7 @@ import sys
 import time
 
 from . import internals
+from .channel import connect
 from .junit import NO_JUNIT
 from .reports import is_plain_pass
 from .retries import retry_verdict
@@ -215,7 +216,7 @@ def become_worker(plugin, slot: str, forked: bool) -> None:
     config.workeroutput = {}
     if forked:
         _reset_after_fork(plugin, slot)
-        plugin.channel = plugin.connect("worker", slot)
+        plugin.channel = connect("worker", slot)
 
 
 def _reset_after_fork(plugin, slot: str) -> None:

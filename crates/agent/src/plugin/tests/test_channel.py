@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+
 from shardex_plugin.channel import Channel, encode
 
 

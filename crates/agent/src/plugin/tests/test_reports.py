@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from shardex_plugin import reports
 from shardex_plugin.settings import SETTINGS
 

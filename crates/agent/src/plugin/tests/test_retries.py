@@ -4,6 +4,7 @@ options and ini keys, and the verdict over the exception chain."""
 from __future__ import annotations
 
 import pytest
+
 from shardex_plugin import retries
 from shardex_plugin.plugin import ShardexPlugin
 
