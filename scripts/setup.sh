@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent developer/CI setup for shardex's tests:
 #   - .venv in the repo with requirements-dev.txt installed (skipped when the stamp matches)
+#   - .venv-pytest7 with requirements-pytest7.txt (the oldest supported pytest), likewise
 #   - PostgreSQL server binaries (apt-get) if no initdb/pg_ctl can be found
-# Env: SHARDEX_BOOTSTRAP_PYTHON (interpreter used to create .venv; default python3.11, then python3)
+# Env: SHARDEX_BOOTSTRAP_PYTHON (interpreter used to create the venvs; default python3.11, then python3)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 REQ="$REPO/requirements-dev.txt"
-STAMP="$VENV/.shardex-requirements.stamp"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -24,30 +24,40 @@ pick_python() {
     log "no python3 found (set SHARDEX_BOOTSTRAP_PYTHON)"; exit 1
 }
 
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    PY="$(pick_python)"
-    log "creating $VENV with $PY"
-    rm -rf "$VENV"
-    if ! "$PY" -m venv "$VENV"; then
-        # Debian's python without python3-venv: fall back to virtualenv
-        log "python -m venv failed; trying virtualenv"
-        rm -rf "$VENV"
-        "$PY" -m pip install --quiet --user virtualenv 2>/dev/null \
-            || "$PY" -m pip install --quiet --user --break-system-packages virtualenv
-        "$PY" -m virtualenv "$VENV"
+# make_venv DIR REQUIREMENTS IMPORTS: DIR with REQUIREMENTS installed, skipped when the stamp
+# (requirements + interpreter version) matches and IMPORTS import.
+make_venv() {
+    local venv="$1" req="$2" imports="$3"
+    local stamp="$venv/.shardex-requirements.stamp"
+    if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        local py
+        py="$(pick_python)"
+        log "creating $venv with $py"
+        rm -rf "$venv"
+        if ! "$py" -m venv "$venv"; then
+            # Debian's python without python3-venv: fall back to virtualenv
+            log "python -m venv failed; trying virtualenv"
+            rm -rf "$venv"
+            "$py" -m pip install --quiet --user virtualenv 2>/dev/null \
+                || "$py" -m pip install --quiet --user --break-system-packages virtualenv
+            "$py" -m virtualenv "$venv"
+        fi
     fi
-fi
+    local want have
+    want="$( { cat "$req"; "$venv/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    if [[ "$want" == "$have" ]] && "$venv/bin/python" -c "import $imports" >/dev/null 2>&1; then
+        log "venv up to date ($venv)"
+    else
+        log "installing $req into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+        echo "$want" >"$stamp"
+    fi
+}
 
-want="$( { cat "$REQ"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
-have="$(cat "$STAMP" 2>/dev/null || true)"
-if [[ "$want" == "$have" ]] \
-    && "$VENV/bin/python" -c 'import pytest, xdist, pytest_django, django, psycopg, pytest_rerunfailures, pytest_timeout' >/dev/null 2>&1; then
-    log "venv up to date ($VENV)"
-else
-    log "installing $REQ into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-    echo "$want" >"$STAMP"
-fi
+make_venv "$VENV" "$REQ" 'pytest, xdist, pytest_django, django, psycopg, pytest_rerunfailures, pytest_timeout'
+# The oldest supported pytest: the plugin's tests and tests/e2e/pytest7.rs run under it too.
+make_venv "$REPO/.venv-pytest7" "$REPO/requirements-pytest7.txt" 'pytest'
 
 # ---------------------------------------------------------------- PostgreSQL
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

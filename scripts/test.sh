@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs all of shardex's checks and tests:
-#   setup (venv + PostgreSQL binaries) -> private PostgreSQL -> fmt -> clippy -> cargo test (unit + e2e).
+#   setup (venvs + PostgreSQL binaries) -> private PostgreSQL -> fmt -> clippy -> the plugin's ruff and
+#   pytester tests (scripts/test_python.sh) -> cargo test (unit + e2e).
 # Every step runs even if an earlier one failed; the exit status is 0 only if all passed.
 # Env: SHARDEX_KEEP_PG=1 keeps the PostgreSQL server running afterwards (it is also left running
 # if it was already running before this script started).
@@ -47,6 +48,7 @@ step() {
 
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "python plugin (ruff, pytester)" bash scripts/test_python.sh
 # --all-targets: unit, integration and e2e tests (there are no doc-tests to run).
 test_log="$(mktemp)"
 run_tests() { cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }

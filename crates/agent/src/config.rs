@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use shardex_core::protocol::RetryFlags;
 use shardex_core::schedule::DistMode;
 
 /// Defaults for callers that build a `RunConfig` themselves; `shardex run` always sets both
@@ -103,18 +104,4 @@ impl RunConfig {
             node: None,
         }
     }
-}
-
-/// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
-/// `--max-suite-reruns` as given on shardex's command line (the one type for them from the
-/// CLI to the Python side, which also sees `addopts`, the ini keys and `flaky` markers).
-/// `None`/empty: not given; `Some(0)` given explicitly wins over `addopts`, as in pytest.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct RetryFlags {
-    pub reruns: Option<u32>,
-    pub reruns_delay: Option<f64>,
-    pub only_rerun: Vec<String>,
-    pub rerun_except: Vec<String>,
-    pub fail_on_flaky: bool,
-    pub max_suite_reruns: Option<u32>,
 }

@@ -1,9 +1,10 @@
 //! Wire types between the agent and its Python processes (zygote and workers).
 //!
 //! Framing: one JSON object per line on a Unix stream socket (never stdout, which tests
-//! print to). Every message carries a `t` tag. The Python side is
-//! `crates/agent/src/plugin/shardex_worker.py`; keep both in step and bump
-//! `PROTOCOL_VERSION` on any incompatible change (the hello check refuses a mismatch).
+//! print to). Every message carries a `t` tag. The Python side is the package
+//! `crates/agent/src/plugin/shardex_plugin/` (PROTOCOL_VERSION in plugin.py, the run settings
+//! in settings.py); keep both in step and bump `PROTOCOL_VERSION` on any incompatible change
+//! (the hello check refuses a mismatch).
 
 use std::borrow::Cow;
 
@@ -13,7 +14,13 @@ use crate::test_id::TestId;
 
 /// 2: no per-test `start` (the agent infers the running test from queue order), no
 /// `retract`/`retracted` (unused).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 3: `done` may hold a plain pass in the short form `pass`.
+/// 4: the run's settings come in `configure`, the agent's first message on every
+/// connection (no longer environment variables); `hello` may carry a `secret`.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The version of [`RunSettings`] (its `v`): bumped when a field changes meaning.
+pub const SETTINGS_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,6 +40,9 @@ pub enum FromPython {
         role: Role,
         slot: Option<String>,
         pid: u32,
+        /// What the launcher gave the process to prove it was started by this agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
     },
     /// Effective pytest configuration (after ini files and `addopts`).
     Session(SessionInfo),
@@ -71,6 +81,9 @@ pub enum FromPython {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ToPython {
+    /// The run's settings: the first message on every connection, right after the hello
+    /// (the Python side waits for it before anything else).
+    Configure(RunSettings),
     /// Zygote: fork a worker for this slot.
     Fork { slot: String },
     /// Worker: append these to the local queue. `slow`: positions in `ids` of tests that
@@ -91,6 +104,43 @@ pub enum ToPython {
     },
     /// Finish the running test, tear down fixtures, exit.
     Exit,
+}
+
+/// Settings of the whole run, for the zygote and every worker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// [`SETTINGS_VERSION`].
+    pub v: u32,
+    /// Workers in the run (`PYTEST_XDIST_WORKER_COUNT`, `config.workerinput`).
+    pub worker_count: u32,
+    /// The run's id (`PYTEST_XDIST_TESTRUNUID`): one value for every worker.
+    pub testrunuid: String,
+    /// Render tracebacks and plugin summaries with colour.
+    pub color: bool,
+    /// Terminal width for rendered tracebacks.
+    pub width: u32,
+    /// pytest-rerunfailures' flags as given to shardex; they join pytest's own (addopts).
+    pub retry: RetryFlags,
+    /// Whether a JUnit report is written (workers build testcases only then).
+    pub junit: bool,
+    /// `--dist loadgroup`: items carry their `xdist_group`.
+    pub loadgroup: bool,
+    /// The run folder: per-worker stderr, capture and result-spool files go there.
+    pub rundir: String,
+}
+
+/// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
+/// `--max-suite-reruns` as given on shardex's command line: the one type for them from the
+/// CLI to the Python side, which also sees `addopts`, the ini keys and `flaky` markers.
+/// `None`/empty: not given; `Some(0)` given explicitly wins over `addopts`, as in pytest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryFlags {
+    pub reruns: Option<u32>,
+    pub reruns_delay: Option<f64>,
+    pub only_rerun: Vec<String>,
+    pub rerun_except: Vec<String>,
+    pub fail_on_flaky: bool,
+    pub max_suite_reruns: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -317,8 +367,42 @@ mod tests {
                 v: 1,
                 role: Role::Worker,
                 slot: Some("gw0".into()),
-                pid: 7
+                pid: 7,
+                secret: None,
             }
+        );
+        let hello: FromPython = serde_json::from_str(
+            r#"{"t":"hello","v":4,"role":"zygote","slot":null,"pid":7,"secret":"s3"}"#,
+        )
+        .unwrap();
+        assert!(matches!(hello, FromPython::Hello { secret: Some(s), .. } if s == "s3"));
+    }
+
+    #[test]
+    fn configure_is_flat_with_its_tag() {
+        let settings = RunSettings {
+            v: SETTINGS_VERSION,
+            worker_count: 2,
+            testrunuid: "abc".into(),
+            color: true,
+            width: 100,
+            retry: RetryFlags {
+                reruns: Some(2),
+                only_rerun: vec!["Conn".into()],
+                ..RetryFlags::default()
+            },
+            junit: false,
+            loadgroup: true,
+            rundir: "/tmp/r".into(),
+        };
+        let line = serde_json::to_string(&ToPython::Configure(settings.clone())).unwrap();
+        assert_eq!(
+            line,
+            r#"{"t":"configure","v":1,"worker_count":2,"testrunuid":"abc","color":true,"width":100,"retry":{"reruns":2,"reruns_delay":null,"only_rerun":["Conn"],"rerun_except":[],"fail_on_flaky":false,"max_suite_reruns":null},"junit":false,"loadgroup":true,"rundir":"/tmp/r"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ToPython>(&line).unwrap(),
+            ToPython::Configure(settings)
         );
     }
 

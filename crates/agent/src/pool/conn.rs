@@ -56,9 +56,9 @@ where
                     _ => return,
                 };
                 let (role, slot, pid) = match hello {
-                    Ok(FromPython::Hello { v, role, slot, pid }) if v == PROTOCOL_VERSION => {
-                        (role, slot, pid)
-                    }
+                    Ok(FromPython::Hello {
+                        v, role, slot, pid, ..
+                    }) if v == PROTOCOL_VERSION => (role, slot, pid),
                     Ok(FromPython::Hello { v, .. }) => {
                         let reason =
                             format!("plugin speaks protocol {v}, agent {PROTOCOL_VERSION}");

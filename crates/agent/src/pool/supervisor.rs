@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use shardex_core::protocol::{FromPython, Role, ToPython};
+use shardex_core::protocol::{FromPython, Role, RunSettings, ToPython};
 use shardex_core::WorkerId;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -109,6 +109,9 @@ struct Zygote {
 
 pub struct PoolSpec {
     pub launch: LaunchSpec,
+    /// The `configure` message every connection gets first (its `rundir` is filled in by
+    /// the pool).
+    pub settings: RunSettings,
     pub mode: WorkerMode,
     pub slots: usize,
     /// SIGTERM to SIGKILL.
@@ -157,6 +160,7 @@ impl Pool {
         let (raw_tx, raw_rx) = unbounded_channel();
         let acceptor = spawn_acceptor(listener, raw_tx.clone());
         spec.launch.env.extend(pool_env(&rundir, &plugin_dir));
+        spec.settings.rundir = rundir.path.display().to_string();
         let slots = (0..spec.slots).map(|_| PoolSlot::default()).collect();
         Ok(Self {
             rundir,
@@ -470,6 +474,8 @@ impl Pool {
         pid: u32,
         tx: UnboundedSender<ToPython>,
     ) -> Option<PoolEvent> {
+        // The first message on every connection: the Python side waits for it.
+        let _ = tx.send(ToPython::Configure(self.spec.settings.clone()));
         match role {
             Role::Zygote => {
                 let z = self.zygote.as_mut()?;
@@ -568,15 +574,13 @@ fn pool_env(rundir: &RunDir, plugin_dir: &std::path::Path) -> Vec<(String, Strin
             pythonpath = format!("{pythonpath}:{existing}");
         }
     }
+    // Only what the process needs to reach the agent: the run's settings come in the
+    // `configure` message.
     vec![
         ("PYTHONPATH".to_owned(), pythonpath),
         (
             "SHARDEX_SOCKET".to_owned(),
             rundir.socket().display().to_string(),
-        ),
-        (
-            "SHARDEX_RUNDIR".to_owned(),
-            rundir.path.display().to_string(),
         ),
     ]
 }

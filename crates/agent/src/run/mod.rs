@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use shardex_core::attempts::AttemptLedger;
 use shardex_core::protocol::JunitPart;
-use shardex_core::protocol::{Collection, ItemInfo, SessionInfo};
+use shardex_core::protocol::{Collection, ItemInfo, RunSettings, SessionInfo, SETTINGS_VERSION};
 use shardex_core::timing::TimingStore;
 use shardex_core::TestId;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -102,44 +102,33 @@ pub fn pool_spec(config: &RunConfig) -> PoolSpec {
             python: config.python.clone(),
             args,
             cwd: config.cwd.clone(),
-            env: settings_env(config),
+            env: config.env.clone(),
         },
+        settings: run_settings(config),
         mode: config.mode,
         slots: config.workers,
         kill_grace: config.kill_grace,
     }
 }
 
-/// The run's settings for the Python side.
-fn settings_env(config: &RunConfig) -> Vec<(String, String)> {
+/// The `configure` message for the Python side. The run id is new for each run and the same
+/// for every process of it.
+fn run_settings(config: &RunConfig) -> RunSettings {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
-    let mut env = vec![
-        (
-            "SHARDEX_WORKER_COUNT".to_owned(),
-            config.workers.to_string(),
-        ),
-        (
-            "SHARDEX_TESTRUNUID".to_owned(),
-            format!("{:x}{:x}", std::process::id(), nanos),
-        ),
-        ("SHARDEX_COLOR".to_owned(), flag(config.color)),
-        ("SHARDEX_WIDTH".to_owned(), config.width.to_string()),
-        (
-            "SHARDEX_RETRY".to_owned(),
-            serde_json::to_string(&config.retry).unwrap_or_default(),
-        ),
-        ("SHARDEX_JUNIT".to_owned(), flag(config.junitxml.is_some())),
-        (
-            "SHARDEX_LOADGROUP".to_owned(),
-            flag(config.dist == shardex_core::schedule::DistMode::LoadGroup),
-        ),
-    ];
-    env.extend(config.env.iter().cloned());
-    env
+    RunSettings {
+        v: SETTINGS_VERSION,
+        worker_count: u32::try_from(config.workers).unwrap_or(u32::MAX),
+        testrunuid: format!("{:x}{nanos:x}", std::process::id()),
+        color: config.color,
+        width: u32::try_from(config.width).unwrap_or(u32::MAX),
+        retry: config.retry.clone(),
+        junit: config.junitxml.is_some(),
+        loadgroup: config.dist == shardex_core::schedule::DistMode::LoadGroup,
+        rundir: String::new(),
+    }
 }
 
 /// One finished attempt of a test, from a worker or made by the agent (crash, timeout).

@@ -272,7 +272,10 @@ impl FakeWorker {
         match msg {
             ToPython::Run { ids, .. } => self.queue.extend(ids),
             ToPython::Exit => self.exiting = true,
-            ToPython::Flush | ToPython::Results { .. } | ToPython::Fork { .. } => {}
+            ToPython::Configure(_)
+            | ToPython::Flush
+            | ToPython::Results { .. }
+            | ToPython::Fork { .. } => {}
         }
     }
 

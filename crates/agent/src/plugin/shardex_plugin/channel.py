@@ -1,0 +1,91 @@
+"""The connection to the agent: newline-delimited JSON on a Unix socket (PYTEST_DONT_REWRITE).
+
+Never stdout, which tests print to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+
+from .settings import LAUNCH, SETTINGS
+
+PROTOCOL_VERSION = 4
+
+
+class Channel:
+    """Newline-delimited JSON over a connected Unix socket."""
+
+    def __init__(self, path: str, hello: dict) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        # Encoded lines held back to go out with the next send (see Worker._report).
+        self.held: list[bytes] = []
+        self.send(hello)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: dict) -> None:
+        self.hold(encode(msg))
+        self.release()
+
+    def hold(self, line: bytes) -> None:
+        self.held.append(line)
+
+    def release(self) -> None:
+        """Sends what is held, in order, in one write."""
+        if self.held:
+            data = b"".join(self.held)
+            self.held.clear()
+            self.sock.sendall(data)
+
+    def pop_line(self):
+        """The next whole message already read, or None."""
+        pos = self.buf.find(b"\n")
+        if pos < 0:
+            return None
+        line, self.buf = self.buf[:pos], self.buf[pos + 1 :]
+        return json.loads(line)
+
+    def recv(self, timeout: float | None = None):
+        """The next message; None on timeout. Raises EOFError when the agent is gone."""
+        while True:
+            msg = self.pop_line()
+            if msg is not None:
+                return msg
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    return None
+            try:
+                chunk = self.sock.recv(65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def encode(msg: dict) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def connect(role: str, slot) -> Channel:
+    """Connects to the agent: the hello, then the run's settings, which the agent sends
+    first on every connection (nothing else is read before them)."""
+    hello = {"t": "hello", "v": PROTOCOL_VERSION, "role": role, "slot": slot, "pid": os.getpid()}
+    if LAUNCH.secret:
+        hello["secret"] = LAUNCH.secret
+    channel = Channel(LAUNCH.socket, hello)
+    SETTINGS.apply(channel.recv())
+    return channel

@@ -1,0 +1,45 @@
+"""JUnit testcases made by pytest's own junitxml, report by report (PYTEST_DONT_REWRITE)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from . import internals
+from .settings import SETTINGS
+
+NO_JUNIT = {"xml": "", "passed": 0, "failures": 0, "errors": 0, "skipped": 0, "double": 0}
+
+
+class JunitRecorder:
+    """pytest's own junitxml machinery, fed report by report, so every <testcase> is
+    exactly what ``pytest --junitxml -o junit_family=xunit1`` writes."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.logxml = internals.new_logxml(config)
+        self.mark = internals.logxml_mark(self.logxml)
+
+    def collect(self, report) -> None:
+        self.logxml.pytest_collectreport(report)
+
+    def log(self, report) -> None:
+        if SETTINGS.junit:
+            self.logxml.pytest_runtest_logreport(report)
+
+    def take(self) -> dict:
+        """The testcases since the last take, and how the counters moved."""
+        if not SETTINGS.junit:
+            return NO_JUNIT
+        elements, moved = internals.logxml_take(self.logxml, self.mark)
+        self.mark = internals.logxml_mark(self.logxml)
+        return {
+            "xml": "".join(ET.tostring(element, encoding="unicode") for element in elements),
+            "passed": moved["passed"],
+            "failures": moved["failure"],
+            "errors": moved["error"],
+            "skipped": moved["skipped"],
+            "double": moved["double"],
+        }
+
+    def close(self) -> None:
+        internals.forget_logxml(self.config, self.logxml)

@@ -1,0 +1,174 @@
+"""The zygote: collects once, forks a worker per slot on the agent's request, reaps its
+children and reports their exit status (PYTEST_DONT_REWRITE).
+
+Forking after collection shares imports, conftests and collection copy-on-write.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import sys
+import traceback
+
+from . import internals
+from .cov import coverage_in_fork, save_coverage
+from .retries import flaky_marker, retry_rules
+from .settings import SETTINGS, State
+from .worker import Worker, become_worker, update_lastfailed
+
+
+def item_info(item) -> dict:
+    path, lineno, _ = item.location
+    info = {"id": item.nodeid, "file": path.replace(os.sep, "/"), "line": lineno}
+    marker = flaky_marker(item)
+    if marker is not None:
+        info["retry"] = retry_rules(item, marker)
+    if SETTINGS.loadgroup:
+        # pytest-xdist's name for the group (its WorkerInteractor, --dist loadgroup).
+        group = item.get_closest_marker("xdist_group")
+        if group is not None:
+            info["group"] = str(group.args[0] if group.args else group.kwargs.get("name", "default"))
+    return info
+
+
+def collectionfinish_lines(session) -> list:
+    """The lines pytest's terminal reporter prints after "collected N items" (its
+    `pytest_collection_finish`), flattened in its order."""
+    config = session.config
+    try:
+        results = config.hook.pytest_report_collectionfinish(
+            config=config, start_path=config.invocation_params.dir, items=session.items
+        )
+    except Exception:
+        return []
+    lines = []
+    for line_or_lines in reversed(results):
+        if isinstance(line_or_lines, str):
+            lines.append(line_or_lines)
+        else:
+            lines.extend(str(line) for line in line_or_lines)
+    return lines
+
+
+def _close_django_connections() -> None:
+    # A DB connection must not cross a fork (two processes on one socket).
+    django_db = sys.modules.get("django.db")
+    if django_db is not None:
+        try:
+            django_db.connections.close_all()
+        except Exception:
+            pass
+
+
+class Zygote:
+    """Forks workers on request; reports their deaths."""
+
+    def __init__(self, plugin, session) -> None:
+        self.plugin = plugin
+        self.session = session
+        self.children: dict[int, str] = {}
+
+    def serve(self) -> None:
+        channel = self.plugin.channel
+        State.zygote_basetemp = internals.basetemp(self.plugin.config)
+        _close_django_connections()
+        # Objects that exist now are never collected in the workers: keeping the GC away
+        # from them keeps their pages shared (no copy-on-write from GC bookkeeping).
+        gc.collect()
+        gc.freeze()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        try:
+            while True:
+                self._reap()
+                try:
+                    ready, _, _ = select.select([channel.sock, wake_r], [], [], 1.0)
+                except InterruptedError:
+                    continue
+                if wake_r in ready:
+                    try:
+                        os.read(wake_r, 4096)
+                    except OSError:
+                        pass
+                if (channel.sock in ready or channel.buf) and not self._handle_messages(wake_r, wake_w):
+                    return
+        finally:
+            signal.set_wakeup_fd(-1)
+            for pid in list(self.children):
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+
+    def _handle_messages(self, wake_r: int, wake_w: int) -> bool:
+        """Handles what the agent sent; False when the zygote is to end."""
+        channel = self.plugin.channel
+        try:
+            msg = channel.recv(timeout=0)
+        except EOFError:
+            return False
+        while msg is not None:
+            if msg["t"] == "fork":
+                self._fork(msg["slot"], wake_r, wake_w)
+            elif msg["t"] == "results":
+                update_lastfailed(self.plugin.config, msg["failed"], msg["passed"])
+            elif msg["t"] == "exit":
+                return False
+            msg = channel.pop_line()
+        return True
+
+    def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
+        plugin = self.plugin
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setpgid(0, 0)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
+                plugin.channel.close()
+                become_worker(plugin, slot, forked=True)
+                cov = coverage_in_fork(plugin.config)
+                Worker(plugin, self.session).serve()
+                save_coverage(cov)
+            except BaseException:
+                code = 70
+                try:
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                except Exception:
+                    pass
+            finally:
+                os._exit(code)
+        try:
+            os.setpgid(pid, pid)  # both sides set it: no window where a killpg misses
+        except OSError:
+            pass
+        self.children[pid] = slot
+        plugin.channel.send({"t": "forked", "slot": slot, "pid": pid})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
