@@ -202,11 +202,10 @@ pub async fn execute(
         path: std::env::temp_dir(),
         source,
     })?;
-    let plugin_dir =
-        plugin::install(&rundir.path.join("py")).map_err(|source| AgentError::RunDir {
-            path: rundir.path.clone(),
-            source,
-        })?;
+    plugin::install(&plugin_dir(&rundir)).map_err(|source| AgentError::RunDir {
+        path: rundir.path.clone(),
+        source,
+    })?;
     let listener = UnixListener::bind(rundir.socket())?;
     let (tx, rx) = unbounded_channel::<Ev>();
     let acceptor = spawn_acceptor(listener, tx.clone());
@@ -217,7 +216,7 @@ pub async fn execute(
         timings.merge_source(source)?;
     }
 
-    let env = python_env(&config, &rundir, &plugin_dir);
+    let env = python_env(&config, &rundir);
     let mut run = Run {
         slots: (0..config.workers).map(|_| Slot::default()).collect(),
         config,
@@ -258,26 +257,19 @@ pub async fn execute(
     run.finish()
 }
 
-fn python_env(
-    config: &RunConfig,
-    rundir: &RunDir,
-    plugin_dir: &std::path::Path,
-) -> Vec<(String, String)> {
-    let mut pythonpath = plugin_dir.display().to_string();
-    if let Ok(existing) = std::env::var("PYTHONPATH") {
-        if !existing.is_empty() {
-            pythonpath = format!("{pythonpath}:{existing}");
-        }
-    }
-    // Only what the process needs to reach the agent: the run's settings come in the
-    // `configure` message (`run_settings`).
-    let mut env = vec![
-        ("PYTHONPATH".to_owned(), pythonpath),
-        (
-            "SHARDEX_SOCKET".to_owned(),
-            rundir.socket().display().to_string(),
-        ),
-    ];
+/// Where the plugin package is written (see `plugin::install`).
+fn plugin_dir(rundir: &RunDir) -> PathBuf {
+    rundir.path.join("py")
+}
+
+fn python_env(config: &RunConfig, rundir: &RunDir) -> Vec<(String, String)> {
+    // Only what the process needs to reach the agent, which the bootstrap removes from the
+    // environment at once: the run's settings come in the `configure` message
+    // (`run_settings`), and the plugin is imported without PYTHONPATH.
+    let mut env = vec![(
+        plugin::ENV_SOCKET.to_owned(),
+        rundir.socket().display().to_string(),
+    )];
     env.extend(config.env.iter().cloned());
     env
 }
@@ -337,12 +329,8 @@ impl Run {
     fn pytest_args(&self) -> Vec<String> {
         // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
         // plugin takes over its options, ini keys and marker).
-        let mut args = vec![
-            "-p".to_owned(),
-            plugin::MODULE_NAME.to_owned(),
-            "-p".to_owned(),
-            "no:rerunfailures".to_owned(),
-        ];
+        let mut args = plugin::launch_args(&plugin_dir(&self.rundir));
+        args.extend(["-p".to_owned(), "no:rerunfailures".to_owned()]);
         args.extend(self.config.pytest_args.iter().cloned());
         args
     }
@@ -414,7 +402,7 @@ impl Run {
 
     fn start_zygote(&mut self) -> Result<(), AgentError> {
         let mut env = self.env.clone();
-        env.push(("SHARDEX_MODE".to_owned(), "zygote".to_owned()));
+        env.push((plugin::ENV_MODE.to_owned(), "zygote".to_owned()));
         let args = self.pytest_args();
         let mut child = spawn_python(SpawnSpec {
             python: &self.config.python,
@@ -463,7 +451,7 @@ impl Run {
     fn spawn_worker(&mut self, slot: usize) -> Result<(), AgentError> {
         let name = WorkerId(slot).to_string();
         let mut env = self.env.clone();
-        env.push(("SHARDEX_MODE".to_owned(), "worker".to_owned()));
+        env.push((plugin::ENV_MODE.to_owned(), "worker".to_owned()));
         env.push(("PYTEST_XDIST_WORKER".to_owned(), name.clone()));
         let stderr = std::fs::File::create(self.rundir.stderr_file(&name))?;
         let args = self.pytest_args();
