@@ -32,7 +32,7 @@ use crate::config::RunConfig;
 use crate::pool::{LaunchSpec, Launcher, Peer, Pool, PoolSpec, ProcessLauncher};
 use crate::queue::WorkQueue;
 use crate::signal::{watch_signals, Interrupt};
-use crate::{plugin, AgentError, RunEvent, RunSummary, TestResult};
+use crate::{AgentError, RunEvent, RunSummary, TestResult};
 use state::{Ending, Lane, Phase};
 
 /// Runs the tests described by `config`, sending progress to `events`. Returns when every
@@ -90,12 +90,8 @@ pub async fn run_in(
 pub fn pool_spec(config: &RunConfig) -> PoolSpec {
     // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
     // plugin takes over its options, ini keys and marker).
-    let mut args = vec![
-        "-p".to_owned(),
-        plugin::MODULE_NAME.to_owned(),
-        "-p".to_owned(),
-        "no:rerunfailures".to_owned(),
-    ];
+    // (The pool puts the plugin's bootstrap in front.)
+    let mut args = vec!["-p".to_owned(), "no:rerunfailures".to_owned()];
     args.extend(config.pytest_args.iter().cloned());
     PoolSpec {
         launch: LaunchSpec {

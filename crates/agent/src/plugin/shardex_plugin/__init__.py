@@ -1,6 +1,9 @@
 """shardex's pytest plugin: the Python side of the agent's worker pool. PYTEST_DONT_REWRITE
 
-Loaded in processes the agent starts. Two roles:
+Loaded in processes the agent starts, by a bootstrap (plugin/mod.rs) that imports it from
+the run folder, hands it the launch values with ``launched`` and runs pytest as
+``python -m pytest -p shardex_plugin ...`` would: nothing of shardex is left on sys.path
+or in the environment the tests see. Two roles:
 
 * zygote (mode ``zygote``): runs pytest's configuration and collection once, reports the
   collected items, then forks a worker per slot on the agent's request (zygote.py).
@@ -21,6 +24,12 @@ import pytest
 
 from . import internals, retries
 from .settings import LAUNCH
+
+
+def launched(mode: str, socket: str, secret: str = "") -> None:
+    """Called by the bootstrap before pytest starts: this process's role and how to reach
+    the agent."""
+    LAUNCH.mode, LAUNCH.socket, LAUNCH.secret = mode, socket, secret
 
 
 def pytest_addoption(parser) -> None:

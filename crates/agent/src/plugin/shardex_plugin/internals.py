@@ -20,7 +20,8 @@ differ:
     a warning as the warnings summary prints it.
 ``_pytest.junitxml.LogXML`` / ``xml_key``
     pytest's own junitxml machinery, its ``StashKey`` in ``config.stash`` (>= 7.0)
-    and its bookkeeping: ``node_reporters_ordered``, ``node_reporters``,
+    and its bookkeeping: its hook methods ``pytest_collectreport`` /
+    ``pytest_runtest_logreport`` called directly, ``node_reporters_ordered``, ``node_reporters``,
     ``open_reports``, ``stats``, ``cnt_double_fail_tests``, ``_NodeReporter.to_xml()``
     (an ElementTree element on both versions).
 ``OptionGroup._addoption``
@@ -120,6 +121,14 @@ def forget_logxml(config, logxml) -> None:
             del config.stash[xml_key]
         except KeyError:
             pass
+
+
+def logxml_feed(logxml, report, collect: bool) -> None:
+    """A report, as junitxml's own hooks take it."""
+    if collect:
+        logxml.pytest_collectreport(report)
+    else:
+        logxml.pytest_runtest_logreport(report)
 
 
 def logxml_mark(logxml) -> tuple:

@@ -20,11 +20,11 @@ class JunitRecorder:
         self.mark = internals.logxml_mark(self.logxml)
 
     def collect(self, report) -> None:
-        self.logxml.pytest_collectreport(report)
+        internals.logxml_feed(self.logxml, report, collect=True)
 
     def log(self, report) -> None:
         if SETTINGS.junit:
-            self.logxml.pytest_runtest_logreport(report)
+            internals.logxml_feed(self.logxml, report, collect=False)
 
     def take(self) -> dict:
         """The testcases since the last take, and how the counters moved."""
