@@ -6,6 +6,7 @@ mod django;
 mod faults;
 mod hermetic;
 mod nodes;
+mod options;
 mod parity;
 mod pytest7;
 mod retry;

@@ -127,6 +127,10 @@ pub struct RunSettings {
     pub loadgroup: bool,
     /// The run folder: per-worker stderr, capture and result-spool files go there.
     pub rundir: String,
+    /// shardex's `--timeout`, seconds: pytest-timeout's precedence (marker > command line >
+    /// its own setting) is applied on the Python side for each test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
@@ -175,6 +179,18 @@ pub struct SessionInfo {
     pub durations: Option<u32>,
     #[serde(default)]
     pub durations_min: Option<f64>,
+    /// What pytest itself read (from `addopts` or `PYTEST_ADDOPTS`) for options shardex
+    /// consumes from its own command line: `-n` as given (`4`, `auto`), `--dist`, and
+    /// `--junitxml` as an absolute path.
+    #[serde(default)]
+    pub numprocesses: Option<String>,
+    #[serde(default)]
+    pub dist: Option<String>,
+    #[serde(default)]
+    pub xmlpath: Option<String>,
+    /// pytest-timeout is loaded: each item carries its own timeout (`ItemInfo::timeout`).
+    #[serde(default)]
+    pub item_timeouts: bool,
 }
 
 /// pytest-rerunfailures' rules for one test (its `flaky` marker) or the whole run.
@@ -239,6 +255,14 @@ pub struct ItemInfo {
     /// Its `xdist_group` name, sent under `--dist loadgroup` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// With pytest-timeout loaded (`SessionInfo::item_timeouts`): the test's timeout in
+    /// seconds by pytest-timeout's precedence; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// pytest-timeout enforces that timeout in the worker itself (a marker, or its own
+    /// setting): the agent's kill is only the backstop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout_in_worker: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -394,6 +418,7 @@ mod tests {
             junit: false,
             loadgroup: true,
             rundir: "/tmp/r".into(),
+            timeout: None,
         };
         let line = serde_json::to_string(&ToPython::Configure(settings.clone())).unwrap();
         assert_eq!(

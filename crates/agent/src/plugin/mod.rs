@@ -49,6 +49,7 @@ pub const MODULE_NAME: &str = "shardex_plugin";
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
+    ("consumed.py", include_str!("shardex_plugin/consumed.py")),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),

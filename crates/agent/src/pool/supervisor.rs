@@ -198,6 +198,20 @@ impl Pool {
         self.slots.len()
     }
 
+    /// Changes the run settings: connections from now on get the new ones, and so does the
+    /// zygote (before it forks, so its workers see them).
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut RunSettings)) {
+        change(&mut self.spec.settings);
+        self.send_zygote(ToPython::Configure(self.spec.settings.clone()));
+    }
+
+    /// At least `slots` slots (pytest's own `-n`, from `addopts`, asked for more).
+    pub fn grow(&mut self, slots: usize) {
+        while self.slots.len() < slots {
+            self.slots.push(PoolSlot::default());
+        }
+    }
+
     /// The pool's source of events (tests feed a scripted Python side through it).
     pub fn raw_sender(&self) -> UnboundedSender<RawEvent> {
         self.raw_tx.clone()

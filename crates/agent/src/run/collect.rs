@@ -80,6 +80,7 @@ impl Run<'_> {
         if self.session.is_some() {
             return;
         }
+        self.apply_pytest_options(&info);
         self.emit(RunEvent::SessionStarted(info.clone()));
         if info.rerunfailures_installed && info.verbosity > 0 {
             self.emit(RunEvent::Note(
@@ -185,7 +186,7 @@ impl Run<'_> {
             .iter()
             .map(|t| self.timings.get(&t.id).is_none())
             .collect();
-        let workers = self.lanes.len().min(tests.len()).max(1);
+        let workers = self.workers.min(tests.len()).max(1);
         self.emit(RunEvent::Collected {
             total: tests.len(),
             deselected: collection.deselected,

@@ -52,8 +52,7 @@ impl Run<'_> {
             // Stopped after -x/--maxfail's grace: not a result of the test.
             Some(running) if stopped_by_us => self.summary.not_run.push(running.id),
             Some(running) => {
-                let elapsed = running.started.elapsed().as_secs_f64();
-                let failure = self.death_failure(&name, running.id, stop, code, signal, elapsed);
+                let failure = self.death_failure(&name, running, stop, code, signal);
                 if failure.outcome == Outcome::Crashed {
                     self.lanes[slot].crashes_in_a_row += 1;
                 }
@@ -75,22 +74,19 @@ impl Run<'_> {
     fn death_failure(
         &self,
         name: &str,
-        id: TestId,
+        running: Running,
         stop: Option<StopReason>,
         code: Option<i32>,
         signal: Option<i32>,
-        elapsed: f64,
     ) -> SyntheticFailure {
+        let elapsed = running.started.elapsed().as_secs_f64();
+        let id = running.id;
         let (outcome, message) = if stop == Some(StopReason::Timeout) {
-            let limit = self
-                .config
-                .timeout
-                .map(|t| t.as_secs_f64())
-                .unwrap_or_default();
+            let limit = running.timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
             (
                 Outcome::TimedOut,
                 format!(
-                    "Timeout: {id} ran longer than --timeout {limit}s; worker {name}'s process group was killed"
+                    "Timeout: {id} ran longer than its timeout of {limit}s; worker {name}'s process group was killed"
                 ),
             )
         } else {

@@ -13,6 +13,7 @@ mod dispatch;
 mod driver;
 mod faults;
 mod finish;
+mod options;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -124,6 +125,7 @@ fn run_settings(config: &RunConfig) -> RunSettings {
         junit: config.junitxml.is_some(),
         loadgroup: config.dist == shardex_core::schedule::DistMode::LoadGroup,
         rundir: String::new(),
+        timeout: config.timeout.map(|t| t.as_secs_f64()),
     }
 }
 
@@ -149,6 +151,8 @@ struct Run<'p> {
     events: UnboundedSender<RunEvent>,
     phase: Phase,
     lanes: Vec<Lane>,
+    /// Workers the run uses (`-n`; pytest's own `-n` from addopts when shardex got none).
+    workers: usize,
     queue: Option<Box<dyn WorkQueue>>,
     session: Option<SessionInfo>,
     collection: Option<Collection>,
@@ -181,6 +185,7 @@ impl<'p> Run<'p> {
     ) -> Self {
         Self {
             lanes: (0..pool.slot_count()).map(|_| Lane::default()).collect(),
+            workers: pool.slot_count(),
             config,
             pool,
             events,

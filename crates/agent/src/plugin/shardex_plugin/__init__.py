@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import internals, retries
+from . import consumed, internals, retries
 from .settings import LAUNCH
 
 
@@ -35,6 +35,14 @@ def launched(mode: str, socket: str, secret: str = "") -> None:
 def pytest_addoption(parser) -> None:
     if LAUNCH.active():
         retries.add_options(parser)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_cmdline_main(config):
+    # Before xdist's own: -n from addopts must not start an xdist controller here.
+    if LAUNCH.active():
+        consumed.take_xdist_options(config)
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -98,6 +98,39 @@ def verbosity(config) -> int:
 # -- junitxml ------------------------------------------------------------------
 
 
+def take_users_logxml(config) -> str | None:
+    """pytest's own JUnit writer, registered when ``--junitxml`` came through addopts or
+    PYTEST_ADDOPTS: unregistered (shardex writes that report, with every worker's
+    testcases); returns the absolute path it would have written."""
+    existing = config.stash.get(xml_key, None)
+    if existing is None:
+        return None
+    if config.pluginmanager.is_registered(existing):
+        config.pluginmanager.unregister(existing)
+    del config.stash[xml_key]
+    return existing.logfile
+
+
+def pytest_timeout_active(config) -> bool:
+    return config.pluginmanager.hasplugin("timeout") and hasattr(config, "_env_timeout")
+
+
+def pytest_timeout_env(config):
+    """pytest-timeout's timeout for the run (its --timeout, PYTEST_TIMEOUT or ini)."""
+    return getattr(config, "_env_timeout", None)
+
+
+def set_pytest_timeout_env(config, value) -> None:
+    config._env_timeout = value
+
+
+def pytest_timeout_marker_secs(item, marker):
+    """The timeout a ``timeout`` marker gives, as pytest-timeout reads it."""
+    import pytest_timeout
+
+    return pytest_timeout._get_item_settings(item, marker).timeout
+
+
 def new_logxml(config) -> LogXML:
     """A LogXML writing nowhere, registered where record_xml_attribute and
     record_testsuite_property look for it."""

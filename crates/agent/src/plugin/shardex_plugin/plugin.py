@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pluggy
 import pytest
 
-from . import internals, retries
+from . import consumed, internals, retries
 from .channel import Channel, connect
 from .cov import coverage_failure
 from .junit import JunitRecorder
@@ -47,6 +47,9 @@ class ShardexPlugin:
         # The agent renders the terminal output; pytest's own reporter in these processes
         # writes to nowhere (stdout stays free for tests' prints under -s).
         internals.mute_reporter(self.config)
+        # --junitxml / -n / --timeout that reached pytest through addopts (consumed.py).
+        consumed.take_junitxml(self.config)
+        consumed.take_timeouts(self.config)
         self.junit = JunitRecorder(self.config)
         if role == "worker":
             capman = internals.capture_manager(self.config)
@@ -93,6 +96,7 @@ class ShardexPlugin:
             "rerunfailures_installed": retries.rerunfailures_installed(),
             "durations": config.option.durations,
             "durations_min": config.option.durations_min,
+            **consumed.session_fields(),
         }
 
     # -- hooks ---------------------------------------------------------------

@@ -40,6 +40,8 @@ class RunSettings:
         self.loadgroup = False
         # Per-worker stderr, capture and result-spool files go there.
         self.rundir = ""
+        # shardex's --timeout (seconds), for pytest-timeout's precedence (consumed.py).
+        self.timeout: float | None = None
 
     def apply(self, msg) -> None:
         """Takes every setting from a `configure` message."""
@@ -57,6 +59,8 @@ class RunSettings:
             self.junit = bool(msg["junit"])
             self.loadgroup = bool(msg["loadgroup"])
             self.rundir = str(msg["rundir"])
+            timeout = msg.get("timeout")
+            self.timeout = None if timeout is None else float(timeout)
         except (KeyError, TypeError, ValueError) as error:
             raise ProtocolError(f"malformed configure message: {error!r}") from error
 

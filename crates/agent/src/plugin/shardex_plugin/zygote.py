@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from . import internals
+from .consumed import item_timeout, loadgroup
 from .cov import coverage_in_fork, save_coverage
 from .retries import flaky_marker, retry_rules
 from .settings import SETTINGS, State
@@ -26,7 +27,8 @@ def item_info(item) -> dict:
     marker = flaky_marker(item)
     if marker is not None:
         info["retry"] = retry_rules(item, marker)
-    if SETTINGS.loadgroup:
+    info.update(item_timeout(item))
+    if loadgroup():
         # pytest-xdist's name for the group (its WorkerInteractor, --dist loadgroup).
         group = item.get_closest_marker("xdist_group")
         if group is not None:
@@ -115,6 +117,9 @@ class Zygote:
         while msg is not None:
             if msg["t"] == "fork":
                 self._fork(msg["slot"], wake_r, wake_w)
+            elif msg["t"] == "configure":
+                # Settings pytest's own options changed (-n from addopts): before any fork.
+                SETTINGS.apply(msg)
             elif msg["t"] == "results":
                 update_lastfailed(self.plugin.config, msg["failed"], msg["passed"])
             elif msg["t"] == "exit":

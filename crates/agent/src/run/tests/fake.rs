@@ -147,6 +147,8 @@ async fn zygote(
             line: Some(0),
             retry: None,
             group: None,
+            timeout: None,
+            timeout_in_worker: false,
         })
         .collect();
     let collection = Collection {
