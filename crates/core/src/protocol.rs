@@ -45,7 +45,7 @@ pub enum FromPython {
         secret: Option<String>,
     },
     /// Effective pytest configuration (after ini files and `addopts`).
-    Session(SessionInfo),
+    Session(Box<SessionInfo>),
     /// A collect report that did not pass (error or module-level skip).
     CollectReport(CollectProblem),
     Collected(Collection),

@@ -439,7 +439,7 @@ impl Pool {
                 let Some(&peer) = self.conns.get(&conn) else {
                     return Ok(None);
                 };
-                self.on_message(peer, msg)
+                self.on_message(peer, *msg)
             }
             RawEvent::Conn(ConnEvent::Closed { conn }) => match self.conns.remove(&conn) {
                 Some(Peer::Worker(slot)) => {
@@ -527,8 +527,8 @@ impl Pool {
         }
     }
 
-    fn on_message(&mut self, peer: Peer, msg: Box<FromPython>) -> Option<PoolEvent> {
-        match (*msg, peer) {
+    fn on_message(&mut self, peer: Peer, msg: FromPython) -> Option<PoolEvent> {
+        match (msg, peer) {
             (FromPython::Hello { .. }, _) => None,
             (FromPython::Forked { slot, pid }, Peer::Zygote) => {
                 let index = slot.parse::<WorkerId>().ok()?.0;

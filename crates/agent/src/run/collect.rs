@@ -76,7 +76,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn on_session(&mut self, info: shardex_core::protocol::SessionInfo) {
+    fn on_session(&mut self, info: Box<shardex_core::protocol::SessionInfo>) {
         if self.session.is_some() {
             return;
         }
@@ -90,7 +90,7 @@ impl Run<'_> {
                     .into(),
             ));
         }
-        self.session = Some(info);
+        self.session = Some(*info);
     }
 
     /// Whether `peer` has not sent its collection yet.

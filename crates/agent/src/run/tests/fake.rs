@@ -135,7 +135,7 @@ async fn zygote(
         rootdir: std::env::temp_dir().display().to_string(),
         ..SessionInfo::default()
     };
-    send(&events, ZYGOTE_CONN, FromPython::Session(session));
+    send(&events, ZYGOTE_CONN, FromPython::Session(Box::new(session)));
     let items = world
         .lock()
         .unwrap()
