@@ -95,7 +95,9 @@ impl Launcher for FakeLauncher {
         _stderr: std::path::PathBuf,
         _events: &UnboundedSender<RawEvent>,
     ) -> std::io::Result<u32> {
-        unimplemented!("the fake plays fork mode only")
+        Err(std::io::Error::other(
+            "the fake Python side plays fork mode only",
+        ))
     }
 
     fn signal(&mut self, pgid: u32, signal: Signal) {
