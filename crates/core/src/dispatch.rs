@@ -261,6 +261,39 @@ mod tests {
         assert!(r.batch.is_empty() && r.flush);
     }
 
+    proptest::proptest! {
+        /// A worker that holds nothing is sent something, or flushed: never left waiting
+        /// for a batch that does not come. Workers refill in a random order, each taking
+        /// one batch and running it all before its next turn.
+        #[test]
+        fn an_empty_worker_gets_a_batch_or_a_flush(
+            spec in proptest::collection::vec((0..5usize, 0..3usize, 0.0001..2.0f64, proptest::bool::ANY), 1..80),
+            workers in 1..5usize,
+            turns in proptest::collection::vec(0..5usize, 1..200),
+        ) {
+            let tests: Vec<SchedTest> = spec
+                .iter()
+                .enumerate()
+                .map(|(i, &(f, c, e, _))| SchedTest {
+                    id: TestId::new(format!("f{f}.py::C{c}::t{i}")),
+                    estimate: e,
+                    group: None,
+                })
+                .collect();
+            let unknown: Vec<bool> = spec.iter().map(|s| s.3).collect();
+            let mut s = Scheduler::with_unknown(tests, workers, DistMode::Load, &unknown);
+            for &w in turns.iter().chain(&(0..workers).cycle().take(1000).collect::<Vec<_>>()) {
+                let w = WorkerId(w % workers);
+                let r = plan_refill(&mut s, w, &WorkerView::default(), workers);
+                proptest::prop_assert!(!r.batch.is_empty() || r.flush);
+                if s.remaining() == 0 {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(s.remaining(), 0);
+        }
+    }
+
     #[test]
     fn a_quick_first_result_settles_its_file() {
         let spec = [
