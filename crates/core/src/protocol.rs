@@ -240,6 +240,10 @@ pub struct Collection {
     /// e.g. `run-last-failure: ...`), in pytest's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub report_lines: Vec<String>,
+    /// Collected tests that failed in the previous run (pytest's cache), in collection
+    /// order: scheduled first under `-x`/`--maxfail`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_before: Vec<TestId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -580,7 +580,7 @@ impl Pool {
         }
         state.proc = Proc::Down;
         let stop = state.stop.take().map(|s| s.reason);
-        tracing::debug!(slot = %WorkerId(slot), ?code, ?signal, ?stop, "worker exited");
+        tracing::trace!(slot = %WorkerId(slot), ?code, ?signal, ?stop, "worker exited");
         PoolEvent::WorkerExited {
             slot,
             code,

@@ -199,7 +199,13 @@ impl Run<'_> {
             self.order.insert(item.id.clone(), index);
             self.items.insert(item.id.clone(), item.clone());
         }
-        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist);
+        // Under -x/--maxfail, last run's failures go first: the stop comes as early as it can.
+        let first: HashSet<TestId> = if self.effective_maxfail() > 0 {
+            collection.failed_before.iter().cloned().collect()
+        } else {
+            HashSet::new()
+        };
+        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist, &first);
         self.queue = Some(Box::new(queue));
         workers
     }

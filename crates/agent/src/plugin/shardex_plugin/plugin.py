@@ -18,7 +18,7 @@ from .junit import JunitRecorder
 from .reports import collect_message, phase_report, render_summary
 from .settings import LAUNCH, SETTINGS
 from .worker import Worker, become_worker, restart_capture_into_rundir, set_worker_basetemp, spawn_basetemp_root
-from .zygote import Zygote, collectionfinish_lines, item_info
+from .zygote import Zygote, collectionfinish_lines, failed_before, item_info
 
 
 class ShardexPlugin:
@@ -204,6 +204,7 @@ class ShardexPlugin:
                 "deselected": self.deselected,
                 "errors": self.collect_errors,
                 "report_lines": collectionfinish_lines(session),
+                "failed_before": [] if interrupted else failed_before(session),
             }
         )
         if interrupted or session.config.option.collectonly:

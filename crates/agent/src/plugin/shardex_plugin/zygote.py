@@ -36,6 +36,17 @@ def item_info(item) -> dict:
     return info
 
 
+def failed_before(session) -> list:
+    """Collected tests that failed in the previous run (pytest's cache): under -x/--maxfail
+    the agent schedules them first, so a failure shows as early as possible."""
+    plugin = internals.lastfailed_plugin(session.config)
+    if plugin is None:
+        return []
+    # pytest 9 keys the dict by NodeId objects, older versions by strings.
+    failed = {str(key) for key in plugin.lastfailed}
+    return [item.nodeid for item in session.items if item.nodeid in failed]
+
+
 def collectionfinish_lines(session) -> list:
     """The lines pytest's terminal reporter prints after "collected N items" (its
     `pytest_collection_finish`), flattened in its order."""
