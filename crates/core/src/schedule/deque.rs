@@ -79,10 +79,11 @@ impl Deque {
             return true;
         }
         let ok = |pos: usize| after_place(after, pos);
-        let back = self.units.back().expect("more than kept");
-        if self.units.len() > kept + 1 && ok(back.items[0].pos) {
+        // Put-back units (no place) may sit before units with one: look at each.
+        if (kept + 1..self.units.len()).any(|i| ok(self.units[i].items[0].pos)) {
             return true;
         }
+        let back = self.units.back().expect("more than kept");
         let start = back.items.len() - last_block_len(back, class_cap);
         let locked = locked_len(back, class_cap) > 0;
         (!locked || start > 0) && ok(back.items[start].pos)
@@ -119,7 +120,7 @@ impl Deque {
         if let Some(start) = start {
             let (mut n, mut acc) = (0, 0);
             for unit in self.units.range(start..) {
-                if n > 0 && acc + unit.micros > half {
+                if n > 0 && (acc + unit.micros > half || !ok(unit.items[0].pos)) {
                     break;
                 }
                 acc += unit.micros;
