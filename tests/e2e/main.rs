@@ -7,6 +7,7 @@ mod faults;
 mod parity;
 mod pytest7;
 mod retry;
+mod robust;
 mod stop;
 
 use std::path::Path;

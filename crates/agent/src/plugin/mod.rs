@@ -17,6 +17,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("reports.py", include_str!("shardex_plugin/reports.py")),
     ("retries.py", include_str!("shardex_plugin/retries.py")),
     ("settings.py", include_str!("shardex_plugin/settings.py")),
+    ("wire.py", include_str!("shardex_plugin/wire.py")),
     ("worker.py", include_str!("shardex_plugin/worker.py")),
     ("zygote.py", include_str!("shardex_plugin/zygote.py")),
 ];

@@ -4,7 +4,6 @@ with the right ``nextitem`` (PYTEST_DONT_REWRITE)."""
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
 import random
 import sys
@@ -16,6 +15,7 @@ from .junit import NO_JUNIT
 from .reports import is_plain_pass
 from .retries import retry_verdict
 from .settings import SETTINGS, State
+from .wire import encode
 
 # Results of passing tests shorter than this are held back and sent together (one write
 # and one agent wake-up for several tests), for at most _HOLD_SECS.
@@ -49,7 +49,7 @@ class Worker:
 
     def _report(self, done: dict, passed: bool) -> None:
         channel = self.plugin.channel
-        line = json.dumps(done, separators=(",", ":")).encode() + b"\n"
+        line = encode(done)
         if self.spool >= 0:
             os.write(self.spool, line)
         if not channel.held:
