@@ -2,7 +2,7 @@
 //! the zygote ending, signals.
 
 use nix::sys::signal::Signal;
-use shardex_core::protocol::TestDone;
+use shardex_core::protocol::{SessionExit, TestDone};
 use shardex_core::{Outcome, TestId, WorkerId};
 use tokio::time::Instant;
 
@@ -320,9 +320,26 @@ impl Run<'_> {
         self.abort(name);
     }
 
+    /// A test ended the session (`pytest.exit`, `KeyboardInterrupt`): the run ends as
+    /// pytest's would. That test has no result (as in pytest); the worker tears down its
+    /// fixtures and exits by itself; the others are stopped.
+    pub(super) fn on_session_exit(&mut self, slot: usize, exit: SessionExit) {
+        if self.summary.session_exit.is_some() || matches!(self.phase, Phase::Aborting { .. }) {
+            return;
+        }
+        tracing::debug!(slot = %WorkerId(slot), ?exit, "a test ended the session");
+        self.summary.session_exit = Some(exit);
+        self.abort_but(Some(slot), "a test ended the session");
+    }
+
     /// Stops dispatch at once; what never ran is recorded as not run; running tests'
     /// groups get SIGTERM now and SIGKILL after the grace.
     pub(super) fn abort(&mut self, why: &str) {
+        self.abort_but(None, why);
+    }
+
+    /// `abort`, leaving `spared`'s process to exit by itself (within the kill grace).
+    fn abort_but(&mut self, spared: Option<usize>, why: &str) {
         if matches!(self.phase, Phase::Aborting { .. }) {
             return;
         }
@@ -337,7 +354,7 @@ impl Run<'_> {
                     self.summary.not_run.push(running.id);
                 }
             }
-            if self.pool.is_alive(slot) {
+            if self.pool.is_alive(slot) && spared != Some(slot) {
                 self.pool.stop_worker(slot, StopReason::Shutdown);
             }
         }

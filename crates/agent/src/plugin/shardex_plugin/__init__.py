@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import pytest
 
-from . import internals, retries
+from . import forkcheck, internals, retries
 from .settings import LAUNCH
+
+# Before any conftest is imported: where each thread is started, for the zygote's warning
+# about threads alive at a fork.
+if LAUNCH.mode == "zygote":
+    forkcheck.install()
 
 
 def pytest_addoption(parser) -> None:

@@ -13,7 +13,7 @@ import socket
 from .settings import LAUNCH, SETTINGS
 from .wire import encode
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 class Channel:

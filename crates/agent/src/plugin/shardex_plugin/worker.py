@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import random
 import sys
 import time
 
 from . import internals
 from .channel import connect
+from .forkcheck import reseed_after_fork
 from .junit import NO_JUNIT
 from .reports import is_plain_pass
 from .retries import retry_verdict
+from .session_end import SESSION_ENDERS, session_exit_message
 from .settings import SETTINGS, State
 from .wire import encode
 
@@ -166,7 +167,11 @@ class Worker:
                 if item is None:
                     channel.send({"t": "fatal", "message": f"worker was sent an unknown test id: {nodeid}"})
                     continue
-                self._run_one(nodeid, item, nextitem)
+                try:
+                    self._run_one(nodeid, item, nextitem)
+                except SESSION_ENDERS as exc:
+                    channel.send(session_exit_message(self.plugin.config, exc))
+                    break
                 self._drain(block=False)
         except EOFError:
             pass
@@ -221,7 +226,7 @@ def become_worker(plugin, slot: str, forked: bool) -> None:
 
 def _reset_after_fork(plugin, slot: str) -> None:
     config = plugin.config
-    random.seed()
+    reseed_after_fork(config)
     # Per-worker stderr (crash tails) with capture restarted on fresh temp files:
     # the zygote's capture files must not be shared between workers.
     capman = internals.capture_manager(config)
