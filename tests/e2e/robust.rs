@@ -306,3 +306,60 @@ fn a_test_that_ends_the_session_ends_the_run_as_in_pytest() {
             .all(|c| c.kind() == Kind::Pass && c.name != "test_b"));
     }
 }
+
+/// `fixtures/early_stop`: `-x` with 4 workers on 200 tests of 10 ms, the failing test's
+/// teardown taking 300 ms. The worker announces the failure when the call phase raises,
+/// before pytest renders the traceback and tears down: at most 4 tests start after the
+/// failing assertion (timestamps taken in the tests), in each of three runs. Without the
+/// announcement the others go on for the whole teardown (7 to 12 tests here).
+#[test]
+fn exitfirst_stops_the_other_workers_before_the_report_is_rendered() {
+    let _guard = serial();
+    let suite = copy_fixture("early_stop");
+    let expected = pytest_cmd(&suite.dir, &["-x"], None).run();
+    expected.assert_code(1);
+    for attempt in 0..3 {
+        let log = suite.scratch.join(format!("stop-{attempt}.log"));
+        let _ = std::fs::remove_dir_all(suite.dir.join(".shardex"));
+        let run = shardex_cmd(shardex_bin(), &suite.dir, &["-n", "4", "-x"], None)
+            .env("STOP_LOG", &log)
+            .run();
+        assert_no_survivors(&suite.dir, &run);
+        run.assert_code(1);
+        assert!(
+            run.stdout.contains("stopping after 1 failures"),
+            "{}",
+            run.describe()
+        );
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let entries: Vec<(&str, f64)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut it = line.split(' ');
+                let kind = it.next()?;
+                let _nodeid = it.next()?;
+                Some((kind, it.next()?.parse().ok()?))
+            })
+            .collect();
+        let failed_at = entries
+            .iter()
+            .filter(|(kind, _)| *kind == "fail")
+            .map(|&(_, at)| at)
+            .fold(f64::INFINITY, f64::min);
+        let late: Vec<f64> = entries
+            .iter()
+            .filter(|&&(kind, at)| kind == "start" && at > failed_at)
+            .map(|&(_, at)| (at - failed_at) * 1000.0)
+            .collect();
+        eprintln!(
+            "run {attempt}: {} tests started after the failure: {late:.1?} ms",
+            late.len()
+        );
+        assert!(
+            late.len() <= 4,
+            "{} tests started after the failing assertion (at most 4): {late:.1?} ms later\n{}",
+            late.len(),
+            run.describe()
+        );
+    }
+}

@@ -17,7 +17,8 @@ use crate::test_id::TestId;
 /// 3: `done` may hold a plain pass in the short form `pass`.
 /// 4: the run's settings come in `configure`, the agent's first message on every
 /// connection (no longer environment variables); `hello` may carry a `secret`.
-/// 5: `session_exit` (a test ended the session) and `note` (a line for the terminal).
+/// 5: `session_exit` (a test ended the session), `note` (a line for the terminal),
+/// `hard_failure` (a test's failure is final, sent before its `done`).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of [`RunSettings`] (its `v`): bumped when a field changes meaning.
@@ -82,6 +83,11 @@ pub enum FromPython {
     /// A line for the user's terminal (the zygote's warning about threads at a fork).
     Note {
         text: String,
+    },
+    /// Worker: the test it runs failed in setup or call and is never retried: its `done`
+    /// (rendered report, teardown) follows. Sent so `-x`/`--maxfail` stop sooner.
+    HardFailure {
+        id: TestId,
     },
 }
 

@@ -11,6 +11,10 @@ pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
+    (
+        "early_stop.py",
+        include_str!("shardex_plugin/early_stop.py"),
+    ),
     ("forkcheck.py", include_str!("shardex_plugin/forkcheck.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),

@@ -78,6 +78,7 @@ impl Run<'_> {
                 }
             }
             FromPython::Note { text } => self.emit(RunEvent::Note(text)),
+            FromPython::HardFailure { id } => self.on_hard_failure_announced(&id),
         }
         Ok(())
     }
