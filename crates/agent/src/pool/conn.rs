@@ -74,22 +74,13 @@ where
                 let mut reader = BufReader::new(read);
                 let mut buf = Vec::new();
                 let hello = match read_line_capped(&mut reader, &mut buf, MAX_LINE).await {
-                    Ok(Some(LineRead::Whole)) => serde_json::from_slice::<FromPython>(&buf),
+                    Ok(Some(LineRead::Whole)) => check_hello(&buf),
                     _ => return,
                 };
-                let kind = LineKind::Hello;
                 let (role, slot, pid) = match hello {
-                    Ok(FromPython::Hello {
-                        v, role, slot, pid, ..
-                    }) if v == PROTOCOL_VERSION => (role, slot, pid),
-                    Ok(FromPython::Hello { v, .. }) => {
-                        let reason =
-                            format!("plugin speaks protocol {v}, agent {PROTOCOL_VERSION}");
-                        let _ = events.send(ConnEvent::Invalid { conn, reason, kind }.into());
-                        return;
-                    }
-                    other => {
-                        let reason = format!("expected hello, got {other:?}");
+                    Ok(hello) => hello,
+                    Err(reason) => {
+                        let kind = LineKind::Hello;
                         let _ = events.send(ConnEvent::Invalid { conn, reason, kind }.into());
                         return;
                     }
@@ -134,6 +125,19 @@ where
             });
         }
     })
+}
+
+/// The hello's role, slot and pid, or why the connection is refused.
+fn check_hello(line: &[u8]) -> Result<(Role, Option<String>, u32), String> {
+    match serde_json::from_slice::<FromPython>(line) {
+        Ok(FromPython::Hello {
+            v, role, slot, pid, ..
+        }) if v == PROTOCOL_VERSION => Ok((role, slot, pid)),
+        Ok(FromPython::Hello { v, .. }) => Err(format!(
+            "plugin speaks protocol {v}, agent {PROTOCOL_VERSION}"
+        )),
+        other => Err(format!("expected hello, got {other:?}")),
+    }
 }
 
 /// How `read_line_capped` ended a line.

@@ -216,7 +216,7 @@ impl Run<'_> {
 
     /// A line the agent cannot read (a text JSON cannot carry, a message over the size
     /// cap): a worker's result fails that test, anything else is reported and skipped.
-    /// Only the collecting zygote's is fatal (the run cannot go on without its collection).
+    /// Only a collecting process's is fatal (the run cannot go on without its collection).
     pub(super) fn on_unreadable(
         &mut self,
         peer: Peer,
@@ -232,7 +232,11 @@ impl Run<'_> {
                 self.lanes[slot].received += 1;
                 self.fail_unreadable(slot, id, &who, &reason);
             }
+            // Its collection may be what was lost: waiting for it would hang the run.
             (Peer::Zygote, _) if self.collection.is_none() => {
+                return Err(AgentError::Protocol { peer: who, reason });
+            }
+            (Peer::Worker(slot), _) if matches!(self.lanes[slot].state, LaneState::Collecting) => {
                 return Err(AgentError::Protocol { peer: who, reason });
             }
             _ => self.emit(RunEvent::Note(format!(
