@@ -10,6 +10,7 @@ mod options;
 mod parity;
 mod pytest7;
 mod retry;
+mod robust;
 mod stop;
 
 use std::path::Path;

@@ -24,6 +24,10 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     if summary.internal_error.is_some() {
         return INTERNAL_ERROR;
     }
+    // A test's `pytest.exit(returncode=…)` or `KeyboardInterrupt`: pytest's status for it.
+    if let Some(exit) = &summary.session_exit {
+        return exit.returncode;
+    }
     if summary.interrupted.is_some() {
         return INTERRUPTED;
     }
@@ -52,7 +56,7 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
 #[cfg(test)]
 mod tests {
     use shardex_agent::TestResult;
-    use shardex_core::protocol::{CollectProblem, SessionInfo};
+    use shardex_core::protocol::{CollectProblem, SessionExit, SessionInfo};
     use shardex_core::{Outcome, TestId, WorkerId};
 
     use super::*;
@@ -128,6 +132,18 @@ mod tests {
                     ..failed.clone()
                 },
                 INTERRUPTED,
+            ),
+            (
+                "a test's pytest.exit(returncode=…) is the code, over failures",
+                RunSummary {
+                    session_exit: Some(SessionExit {
+                        returncode: 0,
+                        reason: "_pytest.outcomes.Exit: done".into(),
+                        details: String::new(),
+                    }),
+                    ..failed.clone()
+                },
+                OK,
             ),
             (
                 "internal error beats everything",

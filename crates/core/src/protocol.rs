@@ -17,7 +17,9 @@ use crate::test_id::TestId;
 /// 3: `done` may hold a plain pass in the short form `pass`.
 /// 4: the run's settings come in `configure`, the agent's first message on every
 /// connection (no longer environment variables); `hello` may carry a `secret`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `session_exit` (a test ended the session), `note` (a line for the terminal),
+/// `hard_failure` (a test's failure is final, sent before its `done`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of [`RunSettings`] (its `v`): bumped when a field changes meaning.
 pub const SETTINGS_VERSION: u32 = 1;
@@ -75,6 +77,31 @@ pub enum FromPython {
     Fatal {
         message: String,
     },
+    /// Worker: a test ended the session (`pytest.exit`, `KeyboardInterrupt`); the worker
+    /// tears down and exits after it. The run ends as pytest's would.
+    SessionExit(SessionExit),
+    /// A line for the user's terminal (the zygote's warning about threads at a fork).
+    Note {
+        text: String,
+    },
+    /// Worker: the test it runs failed in setup or call and is never retried: its `done`
+    /// (rendered report, teardown) follows. Sent so `-x`/`--maxfail` stop sooner.
+    HardFailure {
+        id: TestId,
+    },
+}
+
+/// How a test ended the session, in pytest's words.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionExit {
+    /// pytest's exit status: `pytest.exit`'s `returncode`, else 2 (interrupted).
+    pub returncode: i32,
+    /// What pytest prints between `!` rules: `_pytest.outcomes.Exit: why`, `KeyboardInterrupt`.
+    pub reason: String,
+    /// What pytest prints under that rule, rendered (for `KeyboardInterrupt`: where it was
+    /// raised and the `--full-trace` hint); may be empty.
+    #[serde(default)]
+    pub details: String,
 }
 
 /// Agent -> Python.

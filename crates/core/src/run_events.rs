@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CollectProblem, PhaseReport, SessionInfo, WarningReport};
+use crate::protocol::{CollectProblem, PhaseReport, SessionExit, SessionInfo, WarningReport};
 use crate::{Category, Outcome, TestId, WorkerId};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,6 +102,10 @@ pub struct RunSummary {
     pub plugin_summary: String,
     /// A plugin failed the run (pytest-cov's `--cov-fail-under`): its message.
     pub plugin_failure: Option<String>,
+    /// A test ended the session (`pytest.exit`, `KeyboardInterrupt`): the exit code and
+    /// the closing lines are pytest's for it.
+    #[serde(default)]
+    pub session_exit: Option<SessionExit>,
 }
 
 impl RunSummary {

@@ -51,12 +51,22 @@ pub const FILES: &[(&str, &str)] = &[
     ("channel.py", include_str!("shardex_plugin/channel.py")),
     ("consumed.py", include_str!("shardex_plugin/consumed.py")),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
+    (
+        "early_stop.py",
+        include_str!("shardex_plugin/early_stop.py"),
+    ),
+    ("forkcheck.py", include_str!("shardex_plugin/forkcheck.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),
     ("plugin.py", include_str!("shardex_plugin/plugin.py")),
     ("reports.py", include_str!("shardex_plugin/reports.py")),
     ("retries.py", include_str!("shardex_plugin/retries.py")),
+    (
+        "session_end.py",
+        include_str!("shardex_plugin/session_end.py"),
+    ),
     ("settings.py", include_str!("shardex_plugin/settings.py")),
+    ("wire.py", include_str!("shardex_plugin/wire.py")),
     ("worker.py", include_str!("shardex_plugin/worker.py")),
     ("zygote.py", include_str!("shardex_plugin/zygote.py")),
 ];

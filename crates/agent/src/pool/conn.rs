@@ -2,11 +2,30 @@
 //! `ConnEvent`s for the run loop. Reader tasks never touch run state.
 
 use shardex_core::protocol::{Collection, FromPython, Role, TestDone, ToPython, PROTOCOL_VERSION};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use shardex_core::TestId;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 pub type ConnId = u64;
+
+/// A line longer than this is refused without being read into memory (the plugin cuts
+/// huge texts well below it).
+pub const MAX_LINE: usize = 64 << 20;
+/// How much of a refused line is kept, to tell what it was.
+const HEAD_KEPT: usize = 512;
+
+/// What an unreadable line was, as far as its start tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    /// The connection's first line, which must be a `hello` of this protocol version: the
+    /// connection is dropped.
+    Hello,
+    /// A test's result (`done`), with the test's id when it could be read.
+    Result { id: Option<TestId> },
+    /// Anything else.
+    Other,
+}
 
 #[derive(Debug)]
 pub enum ConnEvent {
@@ -24,10 +43,12 @@ pub enum ConnEvent {
     Closed {
         conn: ConnId,
     },
-    /// A peer spoke something we cannot read: the run reports it as an internal error.
+    /// A peer spoke something we cannot read. Its hello: the connection is dropped;
+    /// after it, reading goes on with the next line.
     Invalid {
         conn: ConnId,
         reason: String,
+        kind: LineKind,
     },
 }
 
@@ -54,30 +75,21 @@ where
             let secret = secret.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                let hello = match lines.next_line().await {
-                    Ok(Some(line)) => serde_json::from_str::<FromPython>(&line),
+                let mut reader = BufReader::new(read);
+                let mut buf = Vec::new();
+                let hello = match read_line_capped(&mut reader, &mut buf, MAX_LINE).await {
+                    Ok(Some(LineRead::Whole)) => check_hello(&buf, &secret),
                     _ => return,
                 };
                 let (role, slot, pid) = match hello {
-                    Ok(FromPython::Hello { secret: given, .. })
-                        if given.as_deref() != Some(secret.as_str()) =>
-                    {
+                    Ok(Some(hello)) => hello,
+                    Ok(None) => {
                         tracing::debug!(conn, "a connection without the run's secret: dropped");
                         return;
                     }
-                    Ok(FromPython::Hello {
-                        v, role, slot, pid, ..
-                    }) if v == PROTOCOL_VERSION => (role, slot, pid),
-                    Ok(FromPython::Hello { v, .. }) => {
-                        let reason =
-                            format!("plugin speaks protocol {v}, agent {PROTOCOL_VERSION}");
-                        let _ = events.send(ConnEvent::Invalid { conn, reason }.into());
-                        return;
-                    }
-                    other => {
-                        let reason = format!("expected hello, got {other:?}");
-                        let _ = events.send(ConnEvent::Invalid { conn, reason }.into());
+                    Err(reason) => {
+                        let kind = LineKind::Hello;
+                        let _ = events.send(ConnEvent::Invalid { conn, reason, kind }.into());
                         return;
                     }
                 };
@@ -107,31 +119,129 @@ where
                     return;
                 }
                 loop {
-                    match lines.next_line().await {
-                        Ok(Some(line)) => {
-                            let event = match parse_message(&line) {
-                                Ok(msg) => ConnEvent::Message {
-                                    conn,
-                                    msg: Box::new(msg),
-                                },
-                                Err(err) => ConnEvent::Invalid {
-                                    conn,
-                                    reason: format!("{err}: {line:.200}"),
-                                },
-                            };
-                            if events.send(event.into()).is_err() {
-                                return;
-                            }
-                        }
+                    let event = match read_line_capped(&mut reader, &mut buf, MAX_LINE).await {
+                        Ok(Some(read)) => line_event(conn, &buf, read),
                         Ok(None) | Err(_) => {
                             let _ = events.send(ConnEvent::Closed { conn }.into());
                             return;
                         }
+                    };
+                    if events.send(event.into()).is_err() {
+                        return;
                     }
                 }
             });
         }
     })
+}
+
+/// The hello's role, slot and pid, or why the connection is refused.
+/// `Ok(None)`: a hello without the run's secret, to be dropped unheard.
+fn check_hello(line: &[u8], secret: &str) -> Result<Option<(Role, Option<String>, u32)>, String> {
+    match serde_json::from_slice::<FromPython>(line) {
+        Ok(FromPython::Hello { secret: given, .. }) if given.as_deref() != Some(secret) => {
+            Ok(None)
+        }
+        Ok(FromPython::Hello {
+            v, role, slot, pid, ..
+        }) if v == PROTOCOL_VERSION => Ok(Some((role, slot, pid))),
+        Ok(FromPython::Hello { v, .. }) => Err(format!(
+            "plugin speaks protocol {v}, agent {PROTOCOL_VERSION}"
+        )),
+        other => Err(format!("expected hello, got {other:?}")),
+    }
+}
+
+/// How `read_line_capped` ended a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineRead {
+    /// The buffer holds the whole line (without its newline).
+    Whole,
+    /// The line was longer than the cap: the buffer holds its first bytes only.
+    TooLong { len: usize },
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `cap` bytes: the rest of a
+/// longer line is skipped as it arrives. `None` at the end of the stream.
+async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Option<LineRead>> {
+    buf.clear();
+    let mut len = 0usize;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            // The stream ended: a last line without its newline still counts.
+            return Ok((len > 0).then(|| ended(buf, len, cap)));
+        }
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let piece = &chunk[..newline.unwrap_or(chunk.len())];
+        len += piece.len();
+        if len <= cap {
+            buf.extend_from_slice(piece);
+        } else if buf.len() > HEAD_KEPT {
+            buf.truncate(HEAD_KEPT);
+            buf.shrink_to(HEAD_KEPT);
+        }
+        let used = newline.map_or(chunk.len(), |pos| pos + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Some(ended(buf, len, cap)));
+        }
+    }
+}
+
+fn ended(buf: &mut Vec<u8>, len: usize, cap: usize) -> LineRead {
+    if len <= cap {
+        LineRead::Whole
+    } else {
+        buf.truncate(HEAD_KEPT);
+        LineRead::TooLong { len }
+    }
+}
+
+/// The event for one line after the hello.
+fn line_event(conn: ConnId, line: &[u8], read: LineRead) -> ConnEvent {
+    let parsed = match read {
+        LineRead::TooLong { len } => Err(format!(
+            "a message of {len} bytes, over the limit of {MAX_LINE} bytes"
+        )),
+        LineRead::Whole => match std::str::from_utf8(line) {
+            Ok(text) => parse_message(text).map_err(|err| format!("{err}")),
+            Err(err) => Err(format!("invalid UTF-8 at byte {}", err.valid_up_to())),
+        },
+    };
+    match parsed {
+        Ok(msg) => ConnEvent::Message {
+            conn,
+            msg: Box::new(msg),
+        },
+        Err(reason) => {
+            let head = String::from_utf8_lossy(&line[..line.len().min(200)]);
+            ConnEvent::Invalid {
+                conn,
+                reason: format!("{reason}; the message starts: {head}"),
+                kind: line_kind(line),
+            }
+        }
+    }
+}
+
+/// What an unreadable line was meant to be, from its first bytes (the plugin writes the
+/// tag first, then a result's id).
+pub fn line_kind(line: &[u8]) -> LineKind {
+    const DONE: &[u8] = br#"{"t":"done","id":"#;
+    let Some(rest) = line.strip_prefix(DONE) else {
+        return LineKind::Other;
+    };
+    let id = serde_json::Deserializer::from_slice(rest)
+        .into_iter::<String>()
+        .next()
+        .and_then(Result::ok)
+        .map(TestId::new);
+    LineKind::Result { id }
 }
 
 /// Parses one line. The per-test message and the (large) collection skip serde's buffering
@@ -153,6 +263,70 @@ fn parse_message(line: &str) -> serde_json::Result<FromPython> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_over_the_cap_is_skipped_and_reading_goes_on() {
+        let long = "x".repeat(5000);
+        let input = format!("short\n{{\"t\":\"done\",\"id\":\"t.py::a\",{long}\nnext\nlast");
+        let mut reader = tokio::io::BufReader::with_capacity(64, input.as_bytes());
+        let mut buf = Vec::new();
+        let read = read_line_capped(&mut reader, &mut buf, 1000).await.unwrap();
+        assert_eq!(
+            (read, buf.as_slice()),
+            (Some(LineRead::Whole), &b"short"[..])
+        );
+        let read = read_line_capped(&mut reader, &mut buf, 1000).await.unwrap();
+        assert_eq!(read, Some(LineRead::TooLong { len: 5027 }));
+        assert!(
+            buf.len() <= HEAD_KEPT,
+            "only the head of a refused line is kept"
+        );
+        assert_eq!(
+            line_kind(&buf),
+            LineKind::Result {
+                id: Some(TestId::new("t.py::a"))
+            }
+        );
+        for want in ["next", "last"] {
+            let read = read_line_capped(&mut reader, &mut buf, 1000).await.unwrap();
+            assert_eq!(
+                (read, buf.as_slice()),
+                (Some(LineRead::Whole), want.as_bytes())
+            );
+        }
+        assert_eq!(
+            read_line_capped(&mut reader, &mut buf, 1000).await.unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_result_names_its_test() {
+        // serde_json refuses a lone surrogate escape; the line is still known as a result.
+        let line =
+            br#"{"t":"done","id":"t.py::b","duration":0.1,"reports":[{"longrepr":"\udcff"}]}"#;
+        let ConnEvent::Invalid { reason, kind, .. } = line_event(1, line, LineRead::Whole) else {
+            panic!("a lone surrogate must not parse");
+        };
+        assert!(reason.contains("surrogate"), "{reason}");
+        assert_eq!(
+            kind,
+            LineKind::Result {
+                id: Some(TestId::new("t.py::b"))
+            }
+        );
+        let ConnEvent::Invalid { reason, kind, .. } = line_event(
+            1,
+            b"{\"t\":\"warning\",\"message\":\"\xff\"}",
+            LineRead::Whole,
+        ) else {
+            panic!("invalid UTF-8 must not parse");
+        };
+        assert!(reason.starts_with("invalid UTF-8 at byte 26"), "{reason}");
+        assert_eq!(kind, LineKind::Other);
+        let line = br#"{"t":"done","id":"t.py::\udcff","duration":0.1}"#;
+        assert_eq!(line_kind(line), LineKind::Result { id: None });
+    }
 
     #[test]
     fn fast_and_general_paths_agree() {

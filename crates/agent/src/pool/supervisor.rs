@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::conn::{spawn_acceptor, ConnEvent, ConnId};
+use super::conn::{spawn_acceptor, ConnEvent, ConnId, LineKind};
 use super::launch::{LaunchSpec, Launcher, ProcOwner, RawEvent};
 use super::rundir::RunDir;
 use crate::config::WorkerMode;
@@ -55,6 +55,12 @@ pub enum PoolEvent {
     },
     /// The zygote's connection ended: everything it sent has arrived.
     ZygoteDisconnected,
+    /// A connected process sent a line the agent cannot read; its next lines are read.
+    Unreadable {
+        peer: Peer,
+        reason: String,
+        kind: LineKind,
+    },
 }
 
 /// A slot's process, as far as the pool knows.
@@ -457,13 +463,18 @@ impl Pool {
                 }
                 None => None,
             },
-            RawEvent::Conn(ConnEvent::Invalid { conn, reason }) => {
-                let peer = match self.conns.get(&conn) {
-                    Some(Peer::Zygote) => "the zygote".to_owned(),
-                    Some(Peer::Worker(slot)) => format!("worker {}", WorkerId(*slot)),
-                    None => format!("connection {conn}"),
+            RawEvent::Conn(ConnEvent::Invalid { conn, reason, kind }) => {
+                if kind == LineKind::Hello {
+                    // A process of this pool speaking another protocol version, or not
+                    // a plugin at all.
+                    let peer = format!("connection {conn}");
+                    return Err(AgentError::Protocol { peer, reason });
+                }
+                // Unknown: a connection the pool ignores (a dead worker's, or not ours).
+                let Some(&peer) = self.conns.get(&conn) else {
+                    return Ok(None);
                 };
-                return Err(AgentError::Protocol { peer, reason });
+                Some(PoolEvent::Unreadable { peer, reason, kind })
             }
             RawEvent::ProcessExited {
                 owner: ProcOwner::Zygote,

@@ -180,14 +180,32 @@ impl Run<'_> {
         }
     }
 
+    /// A worker says `id` failed for good, before it renders the report and tears down:
+    /// when that failure reaches `-x`/`--maxfail` the run stops now (its result, when it
+    /// arrives, is counted as usual).
+    pub(super) fn on_hard_failure_announced(&mut self, id: &TestId) {
+        let failures = self.ledger.hard_failures() + 1;
+        if self
+            .ledger
+            .maxfail()
+            .is_some_and(|maxfail| failures >= maxfail)
+        {
+            tracing::debug!(test = %id, failures, "a final failure announced");
+            self.stop_early_after(failures);
+        }
+    }
+
     /// `-x`/`--maxfail` reached: nothing new starts anywhere; running tests may finish
     /// within `--stop-grace`, then their workers are stopped and those tests count as not
     /// run (pytest's `-x` exits 1, not 2).
     fn stop_early(&mut self) {
+        self.stop_early_after(self.ledger.hard_failures());
+    }
+
+    fn stop_early_after(&mut self, hard_failures: u32) {
         if self.phase.dispatch_stopped() {
             return;
         }
-        let hard_failures = self.ledger.hard_failures();
         tracing::debug!(hard_failures, "early stop");
         self.summary.stopped = Some(format!("stopping after {hard_failures} failures"));
         if let Some(queue) = self.queue.as_mut() {

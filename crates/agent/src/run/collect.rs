@@ -72,6 +72,13 @@ impl Run<'_> {
                 self.summary.internal_error.get_or_insert(message);
                 self.abort("internal error");
             }
+            FromPython::SessionExit(exit) => {
+                if let Peer::Worker(slot) = peer {
+                    self.on_session_exit(slot, exit);
+                }
+            }
+            FromPython::Note { text } => self.emit(RunEvent::Note(text)),
+            FromPython::HardFailure { id } => self.on_hard_failure_announced(&id),
         }
         Ok(())
     }

@@ -66,6 +66,9 @@ impl Run<'_> {
                 stop,
             } => self.on_worker_exit(slot, code, signal, stop)?,
             PoolEvent::ZygoteExited { code, signal } => self.on_zygote_exit(code, signal)?,
+            PoolEvent::Unreadable { peer, reason, kind } => {
+                self.on_unreadable(peer, reason, kind)?
+            }
         }
         Ok(())
     }

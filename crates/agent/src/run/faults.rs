@@ -2,14 +2,15 @@
 //! the zygote ending, signals.
 
 use nix::sys::signal::Signal;
-use shardex_core::protocol::TestDone;
+use shardex_core::protocol::{SessionExit, TestDone};
 use shardex_core::{Outcome, TestId, WorkerId};
 use tokio::time::Instant;
 
 use super::attempts::SyntheticFailure;
 use super::state::{LaneState, Phase, Running, WorkerQueue};
 use super::Run;
-use crate::pool::StopReason;
+use crate::pool::conn::{line_kind, LineKind};
+use crate::pool::{Peer, StopReason};
 use crate::signal::Interrupt;
 use crate::{AgentError, RunEvent};
 
@@ -151,23 +152,33 @@ impl Run<'_> {
         let name = WorkerId(slot).to_string();
         let received = std::mem::take(&mut self.lanes[slot].received);
         let path = self.pool.rundir().results_file(&name);
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        // Bytes, not text: one line that is not UTF-8 must not hide the others.
+        let Ok(bytes) = std::fs::read(&path) else {
             return;
         };
         // Removed, so a replacement that dies before it opens its own is not read twice.
         let _ = std::fs::remove_file(&path);
-        let unseen: Vec<TestDone> = text
-            .lines()
+        let unseen: Vec<&[u8]> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
             .skip(received)
-            .filter_map(|line| serde_json::from_str::<TestDone>(line).ok())
-            .map(TestDone::expand)
             .collect();
         if unseen.is_empty() {
             return;
         }
         tracing::debug!(slot = %name, count = unseen.len(), "results recovered from the spool");
-        for done in unseen {
-            self.on_done(slot, done);
+        let who = format!("worker {name}");
+        for line in unseen {
+            match serde_json::from_slice::<TestDone>(line) {
+                Ok(done) => self.on_done(slot, done.expand()),
+                Err(err) => match line_kind(line) {
+                    LineKind::Result { id } => {
+                        let reason = format!("{err} (read from its results file)");
+                        self.fail_unreadable(slot, id, &who, &reason);
+                    }
+                    LineKind::Hello | LineKind::Other => {}
+                },
+            }
         }
         // A worker runs its tests in order: it was in the one after its last result.
         if self.lanes[slot]
@@ -202,6 +213,79 @@ impl Run<'_> {
             ));
         }
         sections.join("\n")
+    }
+
+    /// A line the agent cannot read (a text JSON cannot carry, a message over the size
+    /// cap): a worker's result fails that test, anything else is reported and skipped.
+    /// Only a collecting process's is fatal (the run cannot go on without its collection).
+    pub(super) fn on_unreadable(
+        &mut self,
+        peer: Peer,
+        reason: String,
+        kind: LineKind,
+    ) -> Result<(), AgentError> {
+        let who = match peer {
+            Peer::Zygote => "the zygote".to_owned(),
+            Peer::Worker(slot) => format!("worker {}", WorkerId(slot)),
+        };
+        match (peer, kind) {
+            (Peer::Worker(slot), LineKind::Result { id }) => {
+                self.lanes[slot].received += 1;
+                self.fail_unreadable(slot, id, &who, &reason);
+            }
+            // Its collection may be what was lost: waiting for it would hang the run.
+            (Peer::Zygote, _) if self.collection.is_none() => {
+                return Err(AgentError::Protocol { peer: who, reason });
+            }
+            (Peer::Worker(slot), _) if matches!(self.lanes[slot].state, LaneState::Collecting) => {
+                return Err(AgentError::Protocol { peer: who, reason });
+            }
+            _ => self.emit(RunEvent::Note(format!(
+                "{who} sent a message the agent cannot read ({reason}); it was skipped"
+            ))),
+        }
+        Ok(())
+    }
+
+    /// The result of `id` (else of the test the worker runs) could not be read: the test
+    /// fails, saying why.
+    fn fail_unreadable(&mut self, slot: usize, id: Option<TestId>, who: &str, reason: &str) {
+        let Some(queue) = self.lanes[slot].queue_mut() else {
+            return;
+        };
+        let running = queue
+            .running
+            .take_if(|r| id.as_ref().is_none_or(|id| *id == r.id));
+        let (id, elapsed) = match (running, id) {
+            (Some(running), _) => (running.id, running.started.elapsed().as_secs_f64()),
+            (None, Some(id)) if queue.queued.contains(&id) => {
+                queue.queued.retain(|q| *q != id);
+                (id, 0.0)
+            }
+            (None, _) => {
+                self.emit(RunEvent::Note(format!(
+                    "{who} sent a result the agent cannot read ({reason}) for no test it runs"
+                )));
+                return;
+            }
+        };
+        if let Some(pos) = self.summary.not_run.iter().position(|t| *t == id) {
+            self.summary.not_run.swap_remove(pos);
+        }
+        let message = format!(
+            "WorkerCrashed: {who} sent a result for {id} that the agent cannot read: {reason}"
+        );
+        let failure = SyntheticFailure {
+            id,
+            outcome: Outcome::Failed,
+            message,
+            output: String::new(),
+            elapsed,
+        };
+        self.record_synthetic(slot, failure);
+        self.promote(slot);
+        self.fill(slot);
+        self.check_all_done();
     }
 
     pub(super) fn on_zygote_exit(
@@ -241,9 +325,26 @@ impl Run<'_> {
         self.abort(name);
     }
 
+    /// A test ended the session (`pytest.exit`, `KeyboardInterrupt`): the run ends as
+    /// pytest's would. That test has no result (as in pytest); the worker tears down its
+    /// fixtures and exits by itself; the others are stopped.
+    pub(super) fn on_session_exit(&mut self, slot: usize, exit: SessionExit) {
+        if self.summary.session_exit.is_some() || matches!(self.phase, Phase::Aborting { .. }) {
+            return;
+        }
+        tracing::debug!(slot = %WorkerId(slot), ?exit, "a test ended the session");
+        self.summary.session_exit = Some(exit);
+        self.abort_but(Some(slot), "a test ended the session");
+    }
+
     /// Stops dispatch at once; what never ran is recorded as not run; running tests'
     /// groups get SIGTERM now and SIGKILL after the grace.
     pub(super) fn abort(&mut self, why: &str) {
+        self.abort_but(None, why);
+    }
+
+    /// `abort`, leaving `spared`'s process to exit by itself (within the kill grace).
+    fn abort_but(&mut self, spared: Option<usize>, why: &str) {
         if matches!(self.phase, Phase::Aborting { .. }) {
             return;
         }
@@ -261,7 +362,7 @@ impl Run<'_> {
             if let Some(queue) = self.lanes[slot].queue_mut() {
                 self.summary.not_run.extend(queue.queued.drain(..));
             }
-            if self.pool.is_alive(slot) {
+            if self.pool.is_alive(slot) && spared != Some(slot) {
                 self.pool.stop_worker(slot, StopReason::Shutdown);
             }
         }

@@ -2,7 +2,7 @@
 //! reruns, the short test summary, the `!!!` stop lines and the final summary line.
 
 use shardex_agent::{RunSummary, TestResult};
-use shardex_core::protocol::{PhaseReport, SessionInfo};
+use shardex_core::protocol::{PhaseReport, SessionExit, SessionInfo};
 use shardex_core::Category;
 
 use super::closing::{short_test_summary, stats_line};
@@ -146,6 +146,49 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
     // blank line.
     w.line("", Style::PLAIN);
 
+    // pytest writes its terminal summary only for its usual exit statuses (a test's
+    // `pytest.exit(returncode=3)` skips it).
+    let exit = summary.session_exit.as_ref();
+    if exit.is_none_or(|e| SUMMARY_EXIT_CODES.contains(&e.returncode)) {
+        sections(w, s, summary);
+    }
+
+    if let Some(reason) = should_fail(s, summary) {
+        w.write_sep('!', Some(&reason), Style::fg(Color::Red));
+    }
+    if let Some(exit) = exit.filter(|e| e.returncode == INTERRUPTED) {
+        session_exit(w, exit);
+    } else if let Some(reason) = &summary.interrupted {
+        w.write_sep('!', Some(reason), Style::PLAIN);
+    } else if let Some(reason) = collection_interrupt(s, summary) {
+        w.write_sep('!', Some(&reason), Style::PLAIN);
+    }
+    if !summary.not_run.is_empty() {
+        let why = if summary.stopped.is_some() {
+            " (stopped by -x/--maxfail)"
+        } else if summary.interrupted.is_some() {
+            " (interrupted)"
+        } else if exit.is_some() {
+            " (a test ended the session)"
+        } else {
+            ""
+        };
+        let line = format!("{} not run{why}", plural(summary.not_run.len(), "test"));
+        w.write_line(&line, Style::fg(Color::Yellow));
+    }
+    stats_line(w, s, summary, all_reported);
+    // Any other status: pytest reports the exit at its unconfigure, after the stats.
+    if let Some(exit) = exit.filter(|e| e.returncode != INTERRUPTED) {
+        session_exit(w, exit);
+    }
+}
+
+/// pytest's statuses that get the terminal summary (its `summary_exit_codes`).
+const SUMMARY_EXIT_CODES: [i32; 5] = [0, 1, INTERRUPTED, 4, 5];
+const INTERRUPTED: i32 = 2;
+
+/// The sections of pytest's terminal summary, FAILURES to the short test summary.
+fn sections(w: &mut Writer, s: &Settings, summary: &RunSummary) {
     errors(w, s, summary);
     failures(w, s, summary);
     if s.has('w') {
@@ -168,27 +211,14 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
     }
     durations(w, s, summary);
     short_test_summary(w, s, summary);
+}
 
-    if let Some(reason) = should_fail(s, summary) {
-        w.write_sep('!', Some(&reason), Style::fg(Color::Red));
+/// pytest's `_report_keyboardinterrupt`: the reason between `!` rules, then its details.
+fn session_exit(w: &mut Writer, exit: &SessionExit) {
+    w.write_sep('!', Some(&exit.reason), Style::PLAIN);
+    if !exit.details.is_empty() {
+        w.write(&exit.details, Style::PLAIN);
     }
-    if let Some(reason) = &summary.interrupted {
-        w.write_sep('!', Some(reason), Style::PLAIN);
-    } else if let Some(reason) = collection_interrupt(s, summary) {
-        w.write_sep('!', Some(&reason), Style::PLAIN);
-    }
-    if !summary.not_run.is_empty() {
-        let why = if summary.stopped.is_some() {
-            " (stopped by -x/--maxfail)"
-        } else if summary.interrupted.is_some() {
-            " (interrupted)"
-        } else {
-            ""
-        };
-        let line = format!("{} not run{why}", plural(summary.not_run.len(), "test"));
-        w.write_line(&line, Style::fg(Color::Yellow));
-    }
-    stats_line(w, s, summary, all_reported);
 }
 
 /// pytest's `session.shouldfail` for `--maxfail`: `stopping after 2 failures`.

@@ -323,6 +323,7 @@ impl Reporter {
         }
         // pytest writes the final percentage only when its test loop ran to the end.
         let stopped = summary.interrupted.is_some()
+            || summary.session_exit.is_some()
             || summary.internal_error.is_some()
             || summary::should_fail(&settings, summary).is_some();
         if settings.verbosity <= 0 && !self.reported.is_empty() && !stopped {

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import consumed, internals, retries
+from . import consumed, forkcheck, internals, retries
 from .settings import LAUNCH
 
 
@@ -30,6 +30,10 @@ def launched(mode: str, socket: str, secret: str = "") -> None:
     """Called by the bootstrap before pytest starts: this process's role and how to reach
     the agent."""
     LAUNCH.mode, LAUNCH.socket, LAUNCH.secret = mode, socket, secret
+    if mode == "zygote":
+        # Before any conftest is imported: where each thread is started, for the zygote's
+        # warning about threads alive at a fork.
+        forkcheck.install()
 
 
 def pytest_addoption(parser) -> None:

@@ -11,8 +11,9 @@ import select
 import socket
 
 from .settings import LAUNCH, SETTINGS
+from .wire import encode
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 class Channel:
@@ -74,10 +75,6 @@ class Channel:
             self.sock.close()
         except OSError:
             pass
-
-
-def encode(msg: dict) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
 
 
 def connect(role: str, slot) -> Channel:

@@ -14,6 +14,7 @@ import pytest
 from . import consumed, internals, retries
 from .channel import Channel, connect
 from .cov import coverage_failure
+from .early_stop import announce_hard_failure
 from .junit import JunitRecorder
 from .reports import collect_message, phase_report, render_summary
 from .settings import LAUNCH, SETTINGS
@@ -147,6 +148,7 @@ class ShardexPlugin:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
+        announce_hard_failure(getattr(self, "channel", None), item, call)
         outcome = yield
         report = outcome.get_result()
         # Keep each phase's exception: the retry filter matches the exception chain.

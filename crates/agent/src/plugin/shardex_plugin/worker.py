@@ -4,18 +4,19 @@ with the right ``nextitem`` (PYTEST_DONT_REWRITE)."""
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
-import random
 import sys
 import time
 
 from . import internals
 from .channel import connect
+from .forkcheck import reseed_after_fork
 from .junit import NO_JUNIT
 from .reports import is_plain_pass
 from .retries import retry_verdict
+from .session_end import SESSION_ENDERS, session_exit_message
 from .settings import SETTINGS, State
+from .wire import encode
 
 # Results of passing tests shorter than this are held back and sent together (one write
 # and one agent wake-up for several tests), for at most _HOLD_SECS.
@@ -49,7 +50,7 @@ class Worker:
 
     def _report(self, done: dict, passed: bool) -> None:
         channel = self.plugin.channel
-        line = json.dumps(done, separators=(",", ":")).encode() + b"\n"
+        line = encode(done)
         if self.spool >= 0:
             os.write(self.spool, line)
         if not channel.held:
@@ -166,7 +167,11 @@ class Worker:
                 if item is None:
                     channel.send({"t": "fatal", "message": f"worker was sent an unknown test id: {nodeid}"})
                     continue
-                self._run_one(nodeid, item, nextitem)
+                try:
+                    self._run_one(nodeid, item, nextitem)
+                except SESSION_ENDERS as exc:
+                    channel.send(session_exit_message(self.plugin.config, exc))
+                    break
                 self._drain(block=False)
         except EOFError:
             pass
@@ -221,7 +226,7 @@ def become_worker(plugin, slot: str, forked: bool) -> None:
 
 def _reset_after_fork(plugin, slot: str) -> None:
     config = plugin.config
-    random.seed()
+    reseed_after_fork(config)
     # Per-worker stderr (crash tails) with capture restarted on fresh temp files:
     # the zygote's capture files must not be shared between workers.
     capman = internals.capture_manager(config)

@@ -16,6 +16,7 @@ import traceback
 from . import internals
 from .consumed import item_timeout, loadgroup
 from .cov import coverage_in_fork, save_coverage
+from .forkcheck import before_fork
 from .retries import flaky_marker, retry_rules
 from .settings import SETTINGS, State
 from .worker import Worker, become_worker, update_lastfailed
@@ -140,6 +141,7 @@ class Zygote:
 
     def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
         plugin = self.plugin
+        before_fork(plugin.channel)
         pid = os.fork()
         if pid == 0:
             code = 0
