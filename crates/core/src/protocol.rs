@@ -71,6 +71,16 @@ pub enum FromPython {
         #[serde(default)]
         failure: Option<String>,
     },
+    /// Zygote playing xdist's controller (a plugin reads the workers' reports): its
+    /// session's final exit status, after its plugins' sessionfinish (syrupy ORs 1 into it
+    /// for unused snapshots).
+    SessionEnd {
+        exitstatus: i32,
+    },
+    /// One line for the user about a plugin that cannot work as it would under xdist.
+    Note {
+        text: String,
+    },
     /// The plugin hit an internal error; the text is a Python traceback.
     Fatal {
         message: String,

@@ -102,6 +102,9 @@ pub struct RunSummary {
     pub plugin_summary: String,
     /// A plugin failed the run (pytest-cov's `--cov-fail-under`): its message.
     pub plugin_failure: Option<String>,
+    /// The zygote's own session exit status when it played xdist's controller
+    /// (`FromPython::SessionEnd`): its plugins may change it (syrupy, `--max-warnings`).
+    pub plugin_exitstatus: Option<i32>,
 }
 
 impl RunSummary {

@@ -10,10 +10,16 @@ pub const MODULE_NAME: &str = "shardex_plugin";
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
+    (
+        "controller.py",
+        include_str!("shardex_plugin/controller.py"),
+    ),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
+    ("ending.py", include_str!("shardex_plugin/ending.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),
     ("plugin.py", include_str!("shardex_plugin/plugin.py")),
+    ("relay.py", include_str!("shardex_plugin/relay.py")),
     ("reports.py", include_str!("shardex_plugin/reports.py")),
     ("retries.py", include_str!("shardex_plugin/retries.py")),
     ("settings.py", include_str!("shardex_plugin/settings.py")),

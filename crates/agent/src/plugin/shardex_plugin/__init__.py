@@ -38,6 +38,15 @@ def pytest_load_initial_conftests(early_config, parser, args):
     return (yield)
 
 
+def pytest_cmdline_main(config) -> None:
+    # Not tryfirst: after xdist's own, which starts its DSession when it sees `-n` (the
+    # zygote only looks like an xdist controller, see controller.look_like_xdist).
+    if LAUNCH.active():
+        from .controller import look_like_xdist
+
+        look_like_xdist(config)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter) -> None:
     plugin = terminalreporter.config.pluginmanager.get_plugin("shardex-plugin")
