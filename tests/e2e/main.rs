@@ -5,6 +5,7 @@ mod cli;
 mod django;
 mod faults;
 mod parity;
+mod plugins;
 mod pytest7;
 mod retry;
 mod stop;

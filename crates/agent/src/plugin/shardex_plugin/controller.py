@@ -286,7 +286,7 @@ class Controller:
             msg = f"worker {node.gateway.id!r} crashed while running {nodeid!r}"
             rep = TestReport(nodeid, (fspath, None, fspath), {}, "failed", msg, "???")
             rep.node = node
-            self.held[nodeid] = (node, [("crash", rep)])
+            self.held[nodeid] = (node, [*pipe.batch, ("crash", rep)])
         self._nodedown(node, f"worker {node.gateway.id} ended without finishing its session")
 
     def _nodedown(self, node: Node, error) -> None:

@@ -68,7 +68,6 @@ class Relay:
         self.index = {item.nodeid: i for i, item in enumerate(session.items)}
         self.slot = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
         self.testrunuid = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-        self.batch: list = []
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -80,9 +79,10 @@ class Relay:
         self._write(pack(message))
 
     # -- hooks (only while replaying) ----------------------------------------------
+    # Each event goes out at once (one write each): when a test kills the worker, the
+    # zygote has what was logged before, as xdist's controller has.
 
     def pytest_runtest_logstart(self, nodeid, location) -> None:
-        # At once: if this test kills the worker, the zygote knows which one it was.
         self.send([("logstart", nodeid, location)])
 
     def pytest_runtest_logreport(self, report) -> None:
@@ -90,23 +90,19 @@ class Relay:
         data["item_index"] = self.index.get(report.nodeid, -1)
         data["worker_id"] = self.slot
         data["testrun_uid"] = self.testrunuid
-        self.batch.append(("report", data))
+        self.send([("report", data)])
 
     def pytest_runtest_logfinish(self, nodeid, location) -> None:
-        self.batch.append(("logfinish", nodeid, location))
+        self.send([("logfinish", nodeid, location)])
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location) -> None:
         if when == "runtest":
-            self.batch.append(("warning", _serialize_warning(warning_message), when, nodeid, location))
+            self.send([("warning", _serialize_warning(warning_message), when, nodeid, location)])
 
     def test_done(self, retry_verdict) -> None:
-        """After each test: its batch, marked when shardex may retry it (the zygote then
-        holds it until it knows whether another attempt came)."""
-        if self.batch:
-            eligible = bool(retry_verdict and retry_verdict.get("eligible"))
-            self.batch.append(("done", eligible))
-            batch, self.batch = self.batch, []
-            self.send(batch)
+        """After each test, marked when shardex may retry it: the zygote then holds the
+        test's events until it knows whether another attempt came."""
+        self.send([("done", bool(retry_verdict and retry_verdict.get("eligible")))])
 
     # -- the end ---------------------------------------------------------------------
 
