@@ -191,28 +191,50 @@ class Controller:
     def fds(self) -> list[int]:
         return list(self.pipes)
 
-    def readable(self, fd: int) -> None:
+    def readable(self, fd: int) -> bool:
+        """Reads what is there; False once the pipe is done with (closed here)."""
         pipe = self.pipes[fd]
         try:
             chunk = os.read(fd, 1 << 20)
         except BlockingIOError:
-            return
+            return True
         except OSError:
             chunk = b""
-        if not chunk:
-            del self.pipes[fd]
-            os.close(fd)
-            self._down(pipe)
-            return
-        pipe.buf += chunk
-        while len(pipe.buf) >= 4:
-            (size,) = struct.unpack(">I", pipe.buf[:4])
-            if len(pipe.buf) < 4 + size:
-                break
-            body, pipe.buf = pipe.buf[4 : 4 + size], pipe.buf[4 + size :]
-            # Only our own forked children hold the write end of this pipe.
-            for event in pickle.loads(body):
-                self._event(pipe, event)
+        if chunk:
+            pipe.buf += chunk
+            while len(pipe.buf) >= 4:
+                (size,) = struct.unpack(">I", pipe.buf[:4])
+                if len(pipe.buf) < 4 + size:
+                    break
+                body, pipe.buf = pipe.buf[4 : 4 + size], pipe.buf[4 + size :]
+                # Only our own forked children hold the write end of this pipe.
+                for event in pickle.loads(body):
+                    self._event(pipe, event)
+        # After `finished` nothing more comes (a process the worker forked may still hold
+        # the write end: no waiting for its EOF).
+        if chunk and not pipe.finished:
+            return True
+        del self.pipes[fd]
+        os.close(fd)
+        self._down(pipe)
+        return False
+
+    def exited(self, slot: str) -> None:
+        """The zygote reaped this slot's process: all it wrote is in the pipe."""
+        for fd, pipe in list(self.pipes.items()):
+            if pipe.node.gateway.id == slot:
+                os.set_blocking(fd, True)
+                while fd in self.pipes and self._has_data(fd):
+                    self.readable(fd)
+                if fd in self.pipes:
+                    del self.pipes[fd]
+                    os.close(fd)
+                    self._down(pipe)
+
+    @staticmethod
+    def _has_data(fd: int) -> bool:
+        ready, _, _ = select.select([fd], [], [], 0)
+        return bool(ready)
 
     def _ihook(self, nodeid: str):
         index = self.index.get(nodeid)

@@ -197,6 +197,8 @@ class Zygote:
             slot = self.children.pop(pid, None)
             if slot is None:
                 continue
+            if self.controller is not None:
+                self.controller.exited(slot)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
