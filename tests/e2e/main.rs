@@ -8,6 +8,7 @@ mod hermetic;
 mod nodes;
 mod options;
 mod parity;
+mod plugins;
 mod pytest7;
 mod retry;
 mod robust;

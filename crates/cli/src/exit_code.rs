@@ -50,7 +50,13 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     if summary.fail_on_flaky && summary.results.iter().any(TestResult::is_flaky) {
         return FLAKY;
     }
-    OK
+    // The zygote's session, when it played xdist's controller, ended as pytest -n would:
+    // a plugin may fail a run whose tests all passed (syrupy's unused snapshots: 1,
+    // `--max-warnings`: 6).
+    match summary.plugin_exitstatus {
+        Some(status) if status != OK && status != NO_TESTS_COLLECTED => status,
+        _ => OK,
+    }
 }
 
 #[cfg(test)]
@@ -106,12 +112,30 @@ mod tests {
             }),
             ..collect_error.clone()
         };
+        let plugin_failed = RunSummary {
+            plugin_exitstatus: Some(1),
+            ..passed.clone()
+        };
+        let plugin_says_nothing_ran = RunSummary {
+            plugin_exitstatus: Some(NO_TESTS_COLLECTED),
+            ..passed.clone()
+        };
         let collect_skip_only = RunSummary {
             collect_problems: vec![problem("skipped")],
             ..RunSummary::default()
         };
         let cases: Vec<(&str, RunSummary, i32)> = vec![
             ("all passed", passed.clone(), OK),
+            (
+                "a plugin failed the zygote's session",
+                plugin_failed,
+                TESTS_FAILED,
+            ),
+            (
+                "the zygote's session knows of no tests",
+                plugin_says_nothing_ran,
+                OK,
+            ),
             ("a failure", failed.clone(), TESTS_FAILED),
             (
                 "nothing collected",

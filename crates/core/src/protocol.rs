@@ -73,6 +73,17 @@ pub enum FromPython {
         #[serde(default)]
         failure: Option<String>,
     },
+    /// Zygote playing xdist's controller (a plugin reads the workers' reports): its
+    /// session's final exit status, after its plugins' sessionfinish (syrupy ORs 1 into it
+    /// for unused snapshots).
+    SessionEnd {
+        exitstatus: i32,
+    },
+    /// One line for the user's terminal: a plugin that cannot work as it would under
+    /// xdist, the zygote's warning about threads alive at a fork.
+    Note {
+        text: String,
+    },
     /// The plugin hit an internal error; the text is a Python traceback.
     Fatal {
         message: String,
@@ -80,10 +91,6 @@ pub enum FromPython {
     /// Worker: a test ended the session (`pytest.exit`, `KeyboardInterrupt`); the worker
     /// tears down and exits after it. The run ends as pytest's would.
     SessionExit(SessionExit),
-    /// A line for the user's terminal (the zygote's warning about threads at a fork).
-    Note {
-        text: String,
-    },
     /// Worker: the test it runs failed in setup or call and is never retried: its `done`
     /// (rendered report, teardown) follows. Sent so `-x`/`--maxfail` stop sooner.
     HardFailure {

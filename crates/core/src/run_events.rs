@@ -106,6 +106,10 @@ pub struct RunSummary {
     /// the closing lines are pytest's for it.
     #[serde(default)]
     pub session_exit: Option<SessionExit>,
+    /// The zygote's own session exit status when it played xdist's controller
+    /// (`FromPython::SessionEnd`): its plugins may change it (syrupy, `--max-warnings`).
+    #[serde(default)]
+    pub plugin_exitstatus: Option<i32>,
 }
 
 impl RunSummary {

@@ -50,15 +50,21 @@ pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
     ("consumed.py", include_str!("shardex_plugin/consumed.py")),
+    (
+        "controller.py",
+        include_str!("shardex_plugin/controller.py"),
+    ),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
     (
         "early_stop.py",
         include_str!("shardex_plugin/early_stop.py"),
     ),
+    ("ending.py", include_str!("shardex_plugin/ending.py")),
     ("forkcheck.py", include_str!("shardex_plugin/forkcheck.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),
     ("plugin.py", include_str!("shardex_plugin/plugin.py")),
+    ("relay.py", include_str!("shardex_plugin/relay.py")),
     ("reports.py", include_str!("shardex_plugin/reports.py")),
     ("retries.py", include_str!("shardex_plugin/retries.py")),
     (

@@ -68,6 +68,10 @@ impl Run<'_> {
                     self.summary.plugin_failure = failure;
                 }
             }
+            FromPython::SessionEnd { exitstatus } => {
+                self.summary.plugin_exitstatus = Some(exitstatus);
+            }
+            FromPython::Note { text } => self.emit(RunEvent::Note(text)),
             FromPython::Fatal { message } => {
                 self.summary.internal_error.get_or_insert(message);
                 self.abort("internal error");
@@ -77,7 +81,6 @@ impl Run<'_> {
                     self.on_session_exit(slot, exit);
                 }
             }
-            FromPython::Note { text } => self.emit(RunEvent::Note(text)),
             FromPython::HardFailure { id } => self.on_hard_failure_announced(&id),
         }
         Ok(())

@@ -41,11 +41,25 @@ def pytest_addoption(parser) -> None:
         retries.add_options(parser)
 
 
+class _LookLikeXdist:
+    """The zygote looks like an xdist controller (controller.look_like_xdist): set in a
+    tryfirst pytest_configure, after xdist's pytest_cmdline_main (so ``tx`` stays empty and
+    no DSession starts) and before the plugins that decide there whether xdist is active
+    (pytest-benchmark, syrupy)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config) -> None:
+        from .controller import look_like_xdist
+
+        look_like_xdist(config)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_cmdline_main(config):
     # Before xdist's own: -n from addopts must not start an xdist controller here.
     if LAUNCH.active():
         consumed.take_xdist_options(config)
+        config.pluginmanager.register(_LookLikeXdist(), "shardex-look-like-xdist")
     return (yield)
 
 

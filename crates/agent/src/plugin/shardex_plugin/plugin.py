@@ -13,9 +13,12 @@ import pytest
 
 from . import consumed, internals, retries
 from .channel import Channel, connect
+from .controller import look_like_xdist
 from .cov import coverage_failure
 from .early_stop import announce_hard_failure
+from .ending import plugin_notes
 from .junit import JunitRecorder
+from .relay import demote
 from .reports import collect_message, phase_report, render_summary
 from .settings import LAUNCH, SETTINGS
 from .worker import Worker, become_worker, restart_capture_into_rundir, set_worker_basetemp, spawn_basetemp_root
@@ -34,6 +37,9 @@ class ShardexPlugin:
         self.session = None
         self.summary_buffer = None
         self.muted_writer = None
+        # The zygote's xdist-controller role (controller.py), while it serves forks.
+        self.controller = None
+        self.controller_end = None
 
     # -- configuration -------------------------------------------------------
 
@@ -44,6 +50,7 @@ class ShardexPlugin:
         # The agent owns -x/--maxfail across workers; a worker must not stop by itself.
         self.maxfail = self.config.option.maxfail
         self.config.option.maxfail = 0
+        look_like_xdist(self.config)  # again, now that the worker count is known
         retries.apply_retry_flags(self.config)
         # The agent renders the terminal output; pytest's own reporter in these processes
         # writes to nowhere (stdout stays free for tests' prints under -s).
@@ -129,6 +136,8 @@ class ShardexPlugin:
         )
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location) -> None:
+        if self.controller is not None:
+            return  # replayed from a worker, which sent it to the agent itself
         if not nodeid and location:
             filename, linenum = location[0], location[1]
             try:
@@ -142,6 +151,8 @@ class ShardexPlugin:
         self.channel.send({"t": "warning", "nodeid": nodeid or "", "message": message})
 
     def pytest_runtest_logreport(self, report) -> None:
+        if self.controller is not None:
+            return  # replayed from a worker, which sent the agent its own
         self.reports.append(phase_report(self.config, report))
         self.raw_reports.append(report)
         self.junit.log(report)
@@ -168,6 +179,8 @@ class ShardexPlugin:
     def pytest_unconfigure(self, config) -> None:
         if self.junit is not None:
             self.junit.close()
+        if self.controller_end is not None:
+            self.controller_end.start()
 
     # The zygote's terminal summary: what plugins write there (pytest-cov's report) goes to
     # the agent. This (tryfirst) and the package's pytest_terminal_summary (trylast)
@@ -181,7 +194,9 @@ class ShardexPlugin:
         writer = internals.terminal_writer(self.summary_buffer, SETTINGS.color, SETTINGS.width)
         internals.set_reporter_writer(terminalreporter, writer)
 
-    def end_summary_capture(self, terminalreporter) -> None:
+    def end_summary_capture(self, terminalreporter, last: bool = False) -> None:
+        if self.controller_end is not None and not last:
+            return  # plugins registered later still write: ControllerEnd ends it
         buffer = self.summary_buffer
         if buffer is None:
             return
@@ -211,9 +226,18 @@ class ShardexPlugin:
         )
         if interrupted or session.config.option.collectonly:
             return None  # pytest's own loop raises Interrupted / returns for --collect-only
+        plugin_notes(self, session)
         if LAUNCH.mode == "zygote":
             Zygote(self, session).serve()
         else:
             become_worker(self, os.environ.get("PYTEST_XDIST_WORKER", "gw0"), forked=False)
+            demote(self.config)
             Worker(self, session).serve()
         return True
+
+    def note(self, text: str) -> None:
+        """One line the agent prints as its own note."""
+        try:
+            self.channel.send({"t": "note", "text": text})
+        except OSError:
+            pass

@@ -28,8 +28,10 @@ _HOLD_MAX = 128
 class Worker:
     """Runs the tests the agent sends, keeping pytest's nextitem semantics."""
 
-    def __init__(self, plugin, session) -> None:
+    def __init__(self, plugin, session, relay=None) -> None:
         self.plugin = plugin
+        # Forked under a zygote that replays: each test's reports go to it too.
+        self.relay = relay if relay is not None and relay.replay else None
         self.session = session
         self.items = {item.nodeid: item for item in session.items}
         self.queue: list[str] = []
@@ -152,6 +154,8 @@ class Worker:
         verdict = retry_verdict(item, plugin.raw_reports)
         if verdict is not None:
             done["retry"] = verdict
+        if self.relay is not None:
+            self.relay.test_done(verdict)
         passed = verdict is None and all(r["outcome"] != "failed" for r in reports)
         self._report(done, passed)
 

@@ -15,7 +15,9 @@ import traceback
 
 from . import internals
 from .consumed import item_timeout, loadgroup
+from .controller import Controller, decide
 from .cov import coverage_in_fork, save_coverage
+from .ending import ControllerEnd
 from .forkcheck import before_fork
 from .retries import flaky_marker, retry_rules
 from .settings import SETTINGS, State
@@ -84,6 +86,13 @@ class Zygote:
         self.plugin = plugin
         self.session = session
         self.children: dict[int, str] = {}
+        # The zygote plays xdist's controller when a plugin reads what workers did.
+        replay, nodes = decide(plugin.config)
+        self.controller = Controller(plugin.config, session, replay) if nodes else None
+        plugin.controller = self.controller
+        if self.controller is not None:
+            plugin.controller_end = ControllerEnd(plugin)
+            plugin.config.pluginmanager.register(plugin.controller_end, "shardex-controller-end")
 
     def serve(self) -> None:
         channel = self.plugin.channel
@@ -100,8 +109,9 @@ class Zygote:
         try:
             while True:
                 self._reap()
+                pipes = self.controller.fds() if self.controller is not None else []
                 try:
-                    ready, _, _ = select.select([channel.sock, wake_r], [], [], 1.0)
+                    ready, _, _ = select.select([channel.sock, wake_r, *pipes], [], [], 1.0)
                 except InterruptedError:
                     continue
                 if wake_r in ready:
@@ -109,7 +119,13 @@ class Zygote:
                         os.read(wake_r, 4096)
                     except OSError:
                         pass
+                for fd in pipes:
+                    if fd in ready:
+                        self.controller.readable(fd)
                 if (channel.sock in ready or channel.buf) and not self._handle_messages(wake_r, wake_w):
+                    if self.controller is not None:
+                        self.controller.drain(self._reap)
+                        self.controller.finish()
                     return
         finally:
             signal.set_wakeup_fd(-1)
@@ -142,6 +158,8 @@ class Zygote:
     def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
         plugin = self.plugin
         before_fork(plugin.channel)
+        controller = self.controller
+        pipe_r, pipe_w = os.pipe() if controller is not None else (-1, -1)
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -154,10 +172,17 @@ class Zygote:
                 os.close(wake_r)
                 os.close(wake_w)
                 plugin.channel.close()
+                plugin.controller = None
                 become_worker(plugin, slot, forked=True)
+                relay = None
+                if controller is not None:
+                    os.close(pipe_r)
+                    relay = controller.in_child(self.session, pipe_w)
                 cov = coverage_in_fork(plugin.config)
-                Worker(plugin, self.session).serve()
+                Worker(plugin, self.session, relay).serve()
                 save_coverage(cov)
+                if relay is not None:
+                    relay.finish(self.session)
             except BaseException:
                 code = 70
                 try:
@@ -172,6 +197,9 @@ class Zygote:
         except OSError:
             pass
         self.children[pid] = slot
+        if controller is not None:
+            os.close(pipe_w)
+            controller.forked(slot, pipe_r)
         plugin.channel.send({"t": "forked", "slot": slot, "pid": pid})
 
     def _reap(self) -> None:
@@ -187,6 +215,8 @@ class Zygote:
             slot = self.children.pop(pid, None)
             if slot is None:
                 continue
+            if self.controller is not None:
+                self.controller.exited(slot)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             self.plugin.channel.send({"t": "exited", "slot": slot, "pid": pid, "code": code, "signal": sig})
