@@ -229,7 +229,11 @@ impl Run<'_> {
         };
         let total_secs: f64 = tests.iter().map(|t| t.estimate).sum();
         let all = tests.len();
-        let mut shares = split_for_nodes(&tests, node.total, self.config.dist);
+        // Split in test-id order, not collection order: a plugin that shuffles the
+        // collection (pytest-randomly) shuffles it differently on every node.
+        let mut by_id = tests.clone();
+        by_id.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut shares = split_for_nodes(&by_id, node.total, self.config.dist);
         let Some(share) = shares.get_mut(node.index) else {
             return tests;
         };
