@@ -102,7 +102,7 @@ def test_connect_sends_hello_then_waits_for_the_settings(fake_agent, monkeypatch
     finally:
         channel.close()
     hello = fake_agent.hello
-    assert hello["t"] == "hello" and hello["v"] == channel_module.PROTOCOL_VERSION == 4
+    assert hello["t"] == "hello" and hello["v"] == channel_module.PROTOCOL_VERSION == 5
     assert (hello["role"], hello["slot"]) == ("worker", "gw1")
     if secret:
         assert hello["secret"] == secret
