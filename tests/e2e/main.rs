@@ -4,6 +4,7 @@
 mod cli;
 mod django;
 mod faults;
+mod hangs;
 mod hermetic;
 mod nodes;
 mod options;

@@ -18,7 +18,10 @@ use crate::test_id::TestId;
 /// 4: the run's settings come in `configure`, the agent's first message on every
 /// connection (no longer environment variables); `hello` may carry a `secret`.
 /// 5: `session_exit` (a test ended the session), `note` (a line for the terminal),
-/// `hard_failure` (a test's failure is final, sent before its `done`).
+/// `hard_failure` (a test's failure is final, sent before its `done`), `session_end` (the
+/// zygote's exit status as xdist's controller), and `retract`/`retracted` again: the agent
+/// takes back tests queued behind a test that runs far longer than its estimate while
+/// another worker is idle.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of [`RunSettings`] (its `v`): bumped when a field changes meaning.
@@ -64,6 +67,11 @@ pub enum FromPython {
         signal: Option<i32>,
     },
     Done(TestDone),
+    /// Worker, answering `retract`: the tests it removed from its queue (never started);
+    /// possibly none. The others of the `retract` had started.
+    Retracted {
+        ids: Vec<TestId>,
+    },
     Warning(WarningReport),
     /// Zygote, at its end: what plugins wrote in pytest's terminal summary there (e.g.
     /// pytest-cov's report, with the run's colour and width), and a plugin's verdict that
@@ -130,6 +138,9 @@ pub enum ToPython {
     },
     /// Worker: nothing more for now; run the last queued test with `nextitem=None`.
     Flush,
+    /// Worker: remove those of `ids` not started yet from the local queue and answer
+    /// `retracted` at once, even while a test runs (a reader thread handles it).
+    Retract { ids: Vec<TestId> },
     /// Zygote, before `exit`: the final outcome of each test that ran, for what its own
     /// session keeps across runs (pytest's cache: `--lf`, `--ff`).
     Results {
@@ -420,6 +431,15 @@ mod tests {
             serde_json::to_string(&ToPython::Flush).unwrap(),
             r#"{"t":"flush"}"#
         );
+        let msg = ToPython::Retract {
+            ids: vec![TestId::new("t.py::b")],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"t":"retract","ids":["t.py::b"]}"#
+        );
+        let back: FromPython = serde_json::from_str(r#"{"t":"retracted","ids":[]}"#).unwrap();
+        assert_eq!(back, FromPython::Retracted { ids: vec![] });
         let hello: FromPython =
             serde_json::from_str(r#"{"t":"hello","v":1,"role":"worker","slot":"gw0","pid":7}"#)
                 .unwrap();

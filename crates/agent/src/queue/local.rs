@@ -123,4 +123,8 @@ impl WorkQueue for LocalQueue {
     fn remaining_estimate(&self) -> f64 {
         self.scheduler.remaining_estimate()
     }
+
+    fn estimate(&self, id: &TestId) -> f64 {
+        self.estimates.get(id).copied().unwrap_or(0.0)
+    }
 }

@@ -69,6 +69,8 @@ pub trait WorkQueue: Send {
     fn is_exhausted(&self) -> bool;
     /// Estimated seconds of work not yet leased.
     fn remaining_estimate(&self) -> f64;
+    /// Estimated seconds of one test (a guess for one without a recorded time).
+    fn estimate(&self, id: &TestId) -> f64;
     /// Events of a queue that learns things asynchronously; `None` for one that answers
     /// every call at once.
     fn subscribe(&mut self) -> Option<UnboundedReceiver<QueueEvent>> {

@@ -47,7 +47,16 @@ impl Run<'_> {
             FromPython::Done(done) => {
                 if let Peer::Worker(slot) = peer {
                     self.lanes[slot].received += 1;
-                    self.on_done(slot, done);
+                    if self.is_retracted_result(slot, &done.id) {
+                        tracing::debug!(slot, test = %done.id, "dropped: a result of a test this worker gave back");
+                    } else {
+                        self.on_done(slot, done);
+                    }
+                }
+            }
+            FromPython::Retracted { ids } => {
+                if let Peer::Worker(slot) = peer {
+                    self.on_retracted(slot, ids);
                 }
             }
             FromPython::Warning(warning) => {

@@ -134,6 +134,9 @@ impl Run<'_> {
                 consider(due);
             }
         }
+        if let Some(at) = self.next_retract() {
+            consider(at);
+        }
         match self.phase {
             Phase::StoppingEarly { since } if self.unstopped_workers().next().is_some() => {
                 consider(since + self.config.stop_grace);
@@ -170,6 +173,7 @@ impl Run<'_> {
         if !self.phase.dispatch_stopped() {
             self.start_due_retries(now);
         }
+        self.retract_stuck(now);
         match self.phase {
             Phase::StoppingEarly { since } if now >= since + self.config.stop_grace => {
                 // The grace is over: stop whatever still runs (reported as not run).

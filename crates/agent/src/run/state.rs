@@ -1,6 +1,6 @@
 //! The run's phase and each slot's lane, as enums.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use shardex_core::TestId;
 use tokio::time::Instant;
@@ -53,6 +53,11 @@ pub(crate) struct WorkerQueue {
     pub(crate) running: Option<Running>,
     /// Told there is nothing more for now (`flush`).
     pub(crate) flushed: bool,
+    /// Tests in `queued` (or running, see `Run::start_next`) that a `retract` asked back
+    /// and no `retracted` has answered yet: not asked back twice, nothing leased meanwhile.
+    pub(crate) retracting: HashSet<TestId>,
+    /// Tests this worker process gave back: a result of one from it is a duplicate.
+    pub(crate) retracted: HashSet<TestId>,
 }
 
 impl WorkerQueue {

@@ -9,6 +9,7 @@ import json
 import os
 import select
 import socket
+import threading
 
 from .settings import LAUNCH, SETTINGS
 from .wire import encode
@@ -25,20 +26,31 @@ class Channel:
         self.buf = b""
         # Encoded lines held back to go out with the next send (see Worker._report).
         self.held: list[bytes] = []
+        # A worker sends from two threads (results from the main one, `retracted` from its
+        # reader): one lock keeps lines whole and in order, held ones first.
+        self.lock = threading.Lock()
         self.send(hello)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, msg: dict) -> None:
-        self.hold(encode(msg))
-        self.release()
+        line = encode(msg)
+        with self.lock:
+            self.held.append(line)
+            self._release()
 
     def hold(self, line: bytes) -> None:
-        self.held.append(line)
+        with self.lock:
+            self.held.append(line)
 
     def release(self) -> None:
         """Sends what is held, in order, in one write."""
+        if self.held:
+            with self.lock:
+                self._release()
+
+    def _release(self) -> None:
         if self.held:
             data = b"".join(self.held)
             self.held.clear()
@@ -53,7 +65,8 @@ class Channel:
         return json.loads(line)
 
     def recv(self, timeout: float | None = None):
-        """The next message; None on timeout. Raises EOFError when the agent is gone."""
+        """The next message; None on timeout. Raises EOFError when the agent is gone.
+        One reader only (in a worker, its reader thread once it runs)."""
         while True:
             msg = self.pop_line()
             if msg is not None:

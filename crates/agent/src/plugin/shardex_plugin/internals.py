@@ -31,7 +31,9 @@ differ:
     ``suspend_global_capture``; ``_pytest.capture.TemporaryFile`` (the name
     ``FDCapture`` calls, patched while capture starts).
 ``Session._setupstate.teardown_exact``
-    tears down what the last test left set up.
+    tears down what the last test left set up, and, when the nextitem it ran with was
+    taken back by the agent, what the test actually next does not need (pytest >= 7.0:
+    ``teardown_exact(nextitem)`` pops the stack down to ``nextitem``'s chain).
 ``Item._fixtureinfo.name2fixturedefs``, ``FixtureDef.cached_result`` / ``_finalizers``
     forgetting a failed fixture before a rerun (``cached_result[2]`` is the error on
     both versions: an exc_info tuple on 7.x, ``(exc, tb)`` on 8+).
@@ -234,6 +236,12 @@ def start_global_capture_into(capman, make_file) -> None:
 
 def teardown_all(session) -> None:
     session._setupstate.teardown_exact(None)
+
+
+def teardown_exact(session, nextitem) -> None:
+    """What pytest's teardown of a test does with `nextitem` as the next one: tears down
+    every node that `nextitem` (None: nothing) does not need."""
+    session._setupstate.teardown_exact(nextitem)
 
 
 def forget_failed_state(item) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import faulthandler
 import os
 import sys
+import threading
 import time
+import traceback
 
 from . import internals
 from .channel import connect
@@ -25,6 +27,55 @@ _HOLD_SECS = 0.02
 _HOLD_MAX = 128
 
 
+class LocalQueue:
+    """The tests sent to this worker and not started yet, with what the agent said about
+    them. Shared under one lock by the main loop (which runs tests) and the reader thread
+    (the socket's only reader), so that a `retract` is answered at once, even while a test
+    hangs."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.ids: list[str] = []
+        # Tests that may take a while: what is held back goes out before one starts.
+        self.slow: set[str] = set()
+        self.flushed = False
+        self.exiting = False
+        self.closed = False  # the agent is gone
+        self.later: list[dict] = []  # messages for the main loop
+
+    def apply(self, msg: dict):
+        """A message from the agent (reader thread); returns the answer to send, if any."""
+        t = msg["t"]
+        answer = None
+        with self.cond:
+            if t == "run":
+                ids = msg["ids"]
+                self.ids.extend(ids)
+                for index in msg.get("slow", ()):
+                    self.slow.add(ids[index])
+                self.flushed = False
+            elif t == "flush":
+                self.flushed = True
+            elif t == "retract":
+                asked = set(msg["ids"])
+                removed = [nodeid for nodeid in self.ids if nodeid in asked]
+                if removed:
+                    self.ids = [nodeid for nodeid in self.ids if nodeid not in asked]
+                    self.slow.difference_update(removed)
+                answer = {"t": "retracted", "ids": removed}
+            elif t == "exit":
+                self.exiting = True
+            else:
+                self.later.append(msg)
+            self.cond.notify()
+        return answer
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+
 class Worker:
     """Runs the tests the agent sends, keeping pytest's nextitem semantics."""
 
@@ -34,13 +85,12 @@ class Worker:
         self.relay = relay if relay is not None and relay.replay else None
         self.session = session
         self.items = {item.nodeid: item for item in session.items}
-        self.queue: list[str] = []
-        self.flushed = False
-        self.exiting = False
+        self.local = LocalQueue()
+        # The nextitem given to the last pytest_runtest_protocol: what it left set up.
+        self.promised = None
+        self.last_nodeid = ""
         self.reported_any = False
         self.held_since = 0.0
-        # Tests that may take a while: what is held back goes out before one starts.
-        self.slow: set[str] = set()
         # Every result is appended here before it is sent or held: if this process dies
         # with results held back, the agent reads them from this file (and so knows which
         # test the process died in).
@@ -67,43 +117,56 @@ class Worker:
             and self.spool >= 0
             and done["duration"] < _QUICK_SECS
             and len(channel.held) < _HOLD_MAX
-            and len(self.queue) > 2
+            and len(self.local.ids) > 2
             and time.perf_counter() - self.held_since < _HOLD_SECS
         )
         self.reported_any = True
         if not hold:
             channel.release()
 
-    def _handle(self, msg) -> None:
-        t = msg["t"]
-        if t == "run":
-            ids = msg["ids"]
-            self.queue.extend(ids)
-            for index in msg.get("slow", ()):
-                self.slow.add(ids[index])
-            self.flushed = False
-        elif t == "flush":
-            self.flushed = True
-        elif t == "results":
-            # --spawn (no zygote): this worker writes pytest's cache for the run; its own
-            # session-finish would not (it is an xdist-like worker).
-            config = self.plugin.config
-            lastfailed = update_lastfailed(config, msg["failed"], msg["passed"])
-            if lastfailed is not None and getattr(config, "cache", None) is not None:
-                config.cache.set("cache/lastfailed", lastfailed)
-        elif t == "exit":
-            self.exiting = True
-
-    def _drain(self, block: bool) -> None:
+    def _read(self) -> None:
+        """The reader thread: every message goes to the local queue; `retract` is answered
+        from here."""
         channel = self.plugin.channel
-        if block:
-            channel.release()
-        msg = channel.recv(timeout=None if block else 0)
-        while msg is not None:
-            self._handle(msg)
-            msg = channel.pop_line()
+        try:
+            while True:
+                answer = self.local.apply(channel.recv())
+                if answer is not None:
+                    channel.send(answer)
+        except (EOFError, OSError):
+            pass
+        except Exception:
+            try:
+                channel.send({"t": "fatal", "message": traceback.format_exc()})
+            except OSError:
+                pass
+        finally:
+            self.local.close()
+
+    def _handle_later(self) -> None:
+        """Messages that act on pytest's state, in the main thread."""
+        with self.local.cond:
+            later, self.local.later = self.local.later, []
+        for msg in later:
+            if msg["t"] == "results":
+                # --spawn (no zygote): this worker writes pytest's cache for the run; its
+                # own session-finish would not (it is an xdist-like worker).
+                config = self.plugin.config
+                lastfailed = update_lastfailed(config, msg["failed"], msg["passed"])
+                if lastfailed is not None and getattr(config, "cache", None) is not None:
+                    config.cache.set("cache/lastfailed", lastfailed)
+
+    def _wait(self) -> None:
+        """Waits (holding the local queue's lock) for the agent; what is held goes out
+        first."""
+        self.plugin.channel.release()
+        if self.local.closed:
+            raise EOFError
+        self.local.cond.wait()
 
     def serve(self) -> None:
+        # Only now, in the worker: the zygote never runs a second thread (it forks).
+        threading.Thread(target=self._read, name="shardex-reader", daemon=True).start()
         # SHARDEX_PROFILE=DIR: a cProfile of each worker's loop, for working on overhead.
         profile_dir = os.environ.get("SHARDEX_PROFILE")
         if not profile_dir:
@@ -119,27 +182,44 @@ class Worker:
 
     def _next(self):
         """The next test to run and its nextitem; None when the worker is to exit."""
-        while not self.queue and not self.exiting:
-            self._drain(block=True)
-        if self.exiting:
-            return None
-        nodeid = self.queue.pop(0)
-        # nextitem decides which fixtures teardown keeps: wait until the next test
-        # is known, or the agent says there is none for now.
-        while not self.queue and not self.flushed and not self.exiting:
-            self._drain(block=True)
-        if nodeid in self.slow:
-            self.slow.discard(nodeid)
+        local = self.local
+        with local.cond:
+            while not local.ids and not local.exiting:
+                self._wait()
+            if local.exiting:
+                return None
+            nodeid = local.ids.pop(0)
+            # nextitem decides which fixtures teardown keeps: wait until the next test
+            # is known, or the agent says there is none for now.
+            while not local.ids and not local.flushed and not local.exiting:
+                self._wait()
+            slow = nodeid in local.slow
+            local.slow.discard(nodeid)
+            nextid = local.ids[0] if local.ids and not local.exiting else None
+        if slow:
             self.plugin.channel.release()
-        nextitem = None
-        if self.queue and not self.exiting:
-            nextitem = self.items.get(self.queue[0])
-        return nodeid, nextitem
+        return nodeid, (None if nextid is None else self.items.get(nextid))
+
+    def _keep_promise(self, item) -> None:
+        """The last test ran with a nextitem that was taken back (`retract`): tear down
+        what it kept set up that `item` does not need (None: everything), as pytest's
+        teardown would have with `item` as the nextitem."""
+        if self.promised is None or self.promised is item:
+            return
+        self.promised = None
+        try:
+            internals.teardown_exact(self.session, item)
+        except Exception as exc:
+            # pytest would report it as an error in the last test's teardown, which is sent.
+            message = f"teardown after {self.last_nodeid} raised {type(exc).__name__}: {exc}"
+            self.plugin.channel.send({"t": "warning", "nodeid": self.last_nodeid, "message": message})
 
     def _run_one(self, nodeid: str, item, nextitem) -> None:
         plugin = self.plugin
         plugin.reports = []
         plugin.raw_reports = []
+        self._keep_promise(item)
+        self.promised, self.last_nodeid = nextitem, nodeid
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         reports = plugin.reports
         duration = sum(r["duration"] for r in reports)
@@ -162,7 +242,7 @@ class Worker:
     def _serve(self) -> None:
         channel = self.plugin.channel
         try:
-            while not self.exiting:
+            while True:
                 step = self._next()
                 if step is None:
                     break
@@ -176,10 +256,12 @@ class Worker:
                 except SESSION_ENDERS as exc:
                     channel.send(session_exit_message(self.plugin.config, exc))
                     break
-                self._drain(block=False)
+                self._handle_later()
         except EOFError:
             pass
         finally:
+            # `results` comes right before `exit`.
+            self._handle_later()
             try:
                 channel.release()
             except OSError:

@@ -53,8 +53,24 @@ pub struct World {
     pub signals: Vec<(u32, Signal, Instant)>,
     /// (test, slot, start) for every test a fake worker started.
     pub started: Vec<(TestId, String, Instant)>,
+    /// How fake workers answer `retract`.
+    pub retract: RetractAnswer,
     runs: HashMap<TestId, u32>,
     signal_tx: HashMap<u32, UnboundedSender<Signal>>,
+}
+
+/// How a fake worker answers `retract`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum RetractAnswer {
+    /// At once, even while a test runs (the plugin's reader thread): the tests it had not
+    /// started.
+    #[default]
+    AtOnce,
+    /// Only between tests, after starting the next one (a worker that reads its socket
+    /// late): that one is not given back.
+    BetweenTests,
+    /// A faulty worker: says it gave back every test asked but runs them anyway.
+    Lying,
 }
 
 pub type Shared = Arc<Mutex<World>>;
@@ -208,6 +224,7 @@ fn fork(world: &Shared, events: &UnboundedSender<RawEvent>, slot: String, pid: u
         conn,
         queue: VecDeque::new(),
         exiting: false,
+        deferred: Vec::new(),
     };
     tokio::spawn(worker.serve(rx, sig_rx));
 }
@@ -220,6 +237,8 @@ struct FakeWorker {
     conn: u64,
     queue: VecDeque<TestId>,
     exiting: bool,
+    /// `retract` messages read while a test ran (`RetractAnswer::BetweenTests`).
+    deferred: Vec<Vec<TestId>>,
 }
 
 /// How a fake worker's life ended.
@@ -236,6 +255,9 @@ impl FakeWorker {
     ) {
         let death = loop {
             if let Some(id) = self.queue.pop_front() {
+                for ids in std::mem::take(&mut self.deferred) {
+                    self.answer_retract(ids);
+                }
                 if let Err(death) = self.run_test(id, &mut rx, &mut sig).await {
                     break death;
                 }
@@ -249,7 +271,7 @@ impl FakeWorker {
             }
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.apply(msg),
+                    Some(msg) => self.apply(msg, false),
                     None => break Death { code: Some(0), signal: None },
                 },
                 Some(signal) = sig.recv() => {
@@ -272,8 +294,34 @@ impl FakeWorker {
         );
     }
 
-    fn apply(&mut self, msg: ToPython) {
+    fn answer_retract(&mut self, ids: Vec<TestId>) {
+        let lying = self.world.lock().unwrap().retract == RetractAnswer::Lying;
+        let removed: Vec<TestId> = if lying {
+            ids.into_iter()
+                .filter(|id| self.queue.contains(id))
+                .collect()
+        } else {
+            let (removed, kept) = self.queue.drain(..).partition(|id| ids.contains(id));
+            self.queue = kept;
+            removed.into()
+        };
+        send(
+            &self.events,
+            self.conn,
+            FromPython::Retracted { ids: removed },
+        );
+    }
+
+    fn apply(&mut self, msg: ToPython, running: bool) {
         match msg {
+            ToPython::Retract { ids } => {
+                let between = self.world.lock().unwrap().retract == RetractAnswer::BetweenTests;
+                if between && running {
+                    self.deferred.push(ids);
+                } else {
+                    self.answer_retract(ids);
+                }
+            }
             ToPython::Run { ids, .. } => self.queue.extend(ids),
             ToPython::Exit => self.exiting = true,
             ToPython::Configure(_)
@@ -316,7 +364,7 @@ impl FakeWorker {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(end) => break,
-                Some(msg) = rx.recv() => self.apply(msg),
+                Some(msg) = rx.recv() => self.apply(msg, true),
                 Some(signal) = sig.recv() => {
                     let ignores = matches!(script, Script::HangIgnoringTerm) && signal == Signal::SIGTERM;
                     if !ignores {

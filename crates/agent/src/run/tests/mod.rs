@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::execute_with;
 use crate::signal::Interrupt;
 use crate::RunConfig;
-use fake::{FakeLauncher, Script, Shared, World};
+use fake::{FakeLauncher, RetractAnswer, Script, Shared, World};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -23,6 +23,7 @@ struct Setup {
     config: RunConfig,
     /// A signal sent to the run this long after it starts.
     signal_at: Option<(Duration, Interrupt)>,
+    retract: RetractAnswer,
 }
 
 impl Setup {
@@ -34,6 +35,7 @@ impl Setup {
             tests,
             config,
             signal_at: None,
+            retract: RetractAnswer::default(),
         }
     }
 
@@ -44,6 +46,7 @@ impl Setup {
                 .map(|(id, script)| (TestId::new(*id), *script))
                 .collect(),
         );
+        world.lock().unwrap().retract = self.retract;
         let (events, _keep) = unbounded_channel();
         let (signal_tx, signal_rx) = unbounded_channel();
         if let Some((after, name)) = self.signal_at {
@@ -356,4 +359,113 @@ async fn one_pool_serves_two_runs() {
         assert!(socket.exists(), "the pool's socket outlives the run");
     }
     pool.close().await;
+}
+
+/// (slot, start) of every run of `id`.
+fn runs_of(world: &Shared, id: &str) -> Vec<(String, Instant)> {
+    let world = world.lock().unwrap();
+    world
+        .started
+        .iter()
+        .filter(|(t, _, _)| t.as_str() == id)
+        .map(|(_, slot, at)| (slot.clone(), *at))
+        .collect()
+}
+
+/// Two workers; every test estimated at 2 s (so each is handed out with one queued behind
+/// it): the worker that gets `a.py::long` gets `a.py::quick` as its nextitem, the other
+/// runs `b.py::o1` and `b.py::o2` and is then idle with nothing to lease.
+fn stuck_setup(long: Script) -> (Setup, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = vec![
+        ("a.py::long", long),
+        ("a.py::quick", Script::Pass(10 * MS)),
+        ("b.py::o1", Script::Pass(10 * MS)),
+        ("b.py::o2", Script::Pass(10 * MS)),
+    ];
+    let ids: Vec<&str> = tests.iter().map(|(id, _)| *id).collect();
+    let timings = durations(dir.path(), &ids, 2.0);
+    let mut setup = Setup::new(2, tests);
+    setup.config.timings = vec![timings];
+    (setup, dir)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_test_queued_behind_a_stuck_one_moves_to_the_idle_worker_at_the_threshold() {
+    let (mut setup, _dir) = stuck_setup(Script::Hang);
+    setup.signal_at = Some((Duration::from_secs(10), "SIGTERM"));
+    let (summary, world, _) = setup.run().await;
+    let long = runs_of(&world, "a.py::long");
+    let quick = runs_of(&world, "a.py::quick");
+    assert_eq!(quick.len(), 1, "{quick:?}");
+    assert_ne!(quick[0].0, long[0].0, "quick ran on the other worker");
+    // Stuck at max(2 × 2 s, 1 s) after it started: the other worker was idle since 20 ms.
+    assert_eq!(quick[0].1 - long[0].1, Duration::from_secs(4));
+    assert_eq!(
+        finals(&summary),
+        vec![
+            ("a.py::long", Outcome::Failed),
+            ("a.py::quick", Outcome::Passed),
+            ("b.py::o1", Outcome::Passed),
+            ("b.py::o2", Outcome::Passed),
+        ]
+    );
+    assert!(summary.not_run.is_empty(), "{:?}", summary.not_run);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_test_keeps_its_nextitem_while_no_worker_is_idle() {
+    // 3.5 s: under its threshold (4 s), so nothing is taken back although the other worker
+    // is idle; quick runs after it on the same worker.
+    let (setup, _dir) = stuck_setup(Script::Pass(3500 * MS));
+    let (summary, world, _) = setup.run().await;
+    let long = runs_of(&world, "a.py::long");
+    let quick = runs_of(&world, "a.py::quick");
+    assert_eq!(quick.len(), 1);
+    assert_eq!(quick[0].0, long[0].0);
+    assert_eq!(quick[0].1 - long[0].1, 3500 * MS);
+    assert!(finals(&summary).iter().all(|(_, o)| *o == Outcome::Passed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_test_the_worker_started_before_the_retract_reached_it_stays_there() {
+    // The worker reads the retract only after it has started quick: it gives nothing back,
+    // and quick, counted as running on it, finishes there once.
+    let (mut setup, _dir) = stuck_setup(Script::Pass(6000 * MS));
+    setup.retract = RetractAnswer::BetweenTests;
+    let (summary, world, _) = setup.run().await;
+    let long = runs_of(&world, "a.py::long");
+    let quick = runs_of(&world, "a.py::quick");
+    assert_eq!(quick.len(), 1);
+    assert_eq!(quick[0].0, long[0].0);
+    assert_eq!(quick[0].1 - long[0].1, 6000 * MS);
+    let results: Vec<_> = summary
+        .results
+        .iter()
+        .filter(|r| r.id.as_str() == "a.py::quick")
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].outcome, Outcome::Passed);
+    assert_eq!(results[0].worker.to_string(), long[0].0);
+    assert!(summary.not_run.is_empty(), "{:?}", summary.not_run);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_for_a_test_given_back_is_not_counted_twice() {
+    // A faulty worker says it gave quick back but runs it after its long test anyway: the
+    // result from the worker quick went to counts, the other is dropped.
+    let (mut setup, _dir) = stuck_setup(Script::Pass(6000 * MS));
+    setup.retract = RetractAnswer::Lying;
+    let (summary, world, _) = setup.run().await;
+    let long = runs_of(&world, "a.py::long");
+    let quick = runs_of(&world, "a.py::quick");
+    assert_eq!(quick.len(), 2, "ran on both workers: {quick:?}");
+    let results: Vec<_> = summary
+        .results
+        .iter()
+        .filter(|r| r.id.as_str() == "a.py::quick")
+        .collect();
+    assert_eq!(results.len(), 1, "counted once");
+    assert_ne!(results[0].worker.to_string(), long[0].0);
+    assert_eq!(summary.results.len(), 4);
 }
