@@ -4,6 +4,9 @@
 mod cli;
 mod django;
 mod faults;
+mod hermetic;
+mod nodes;
+mod options;
 mod parity;
 mod pytest7;
 mod retry;

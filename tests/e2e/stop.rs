@@ -329,3 +329,32 @@ fn stop_grace_kills_tests_still_running() {
         }
     }
 }
+
+/// Under `-x`, the tests that failed in the previous run go first, so the stop comes as
+/// early as it can; with one worker everything else runs in collection order.
+#[test]
+fn exitfirst_runs_the_last_failures_first() {
+    let _guard = serial();
+    let suite = copy_fixture("stop");
+    // The fixture turns pytest's cache off in addopts; this test needs it.
+    let args = ["-n", "1", "-x", "-o", "addopts="];
+    let first = shardex_cmd(shardex_bin(), &suite.dir, &args, None).run();
+    first.assert_code(1);
+    // Collection order: test_short[0..5] pass, then test_short[5] fails.
+    assert!(
+        first.summary().get("passed") >= Some(&5),
+        "{}",
+        first.describe()
+    );
+    let again = shardex_cmd(shardex_bin(), &suite.dir, &args, None).run();
+    again.assert_code(1);
+    let summary = again.summary();
+    assert_eq!(summary.get("failed"), Some(&1), "{}", again.describe());
+    assert_eq!(
+        summary.get("passed"),
+        None,
+        "the failure ran first: {}",
+        again.describe()
+    );
+    assert!(again.stdout.contains(FAILING), "{}", again.describe());
+}

@@ -29,8 +29,13 @@ pub struct RunConfig {
     /// Working directory pytest is started in.
     pub cwd: PathBuf,
     pub workers: usize,
+    /// `-n` was given to shardex (command line, environment or pyproject.toml): it wins
+    /// over pytest's own `-n` in `addopts`, as the command line does in pytest.
+    pub workers_given: bool,
     pub mode: WorkerMode,
     pub dist: DistMode,
+    /// `--dist` was given to shardex: it wins over `--dist` in `addopts`.
+    pub dist_given: bool,
     /// `--timings` sources, in order.
     pub timings: Vec<PathBuf>,
     /// Where the timings of previous runs are kept (default `<rootdir>/.shardex/timings.json`;
@@ -86,8 +91,10 @@ impl RunConfig {
             pytest_args,
             cwd,
             workers: workers.max(1),
+            workers_given: false,
             mode: WorkerMode::Fork,
             dist: DistMode::Load,
+            dist_given: false,
             timings: Vec::new(),
             timing_store: None,
             junitxml: None,

@@ -332,9 +332,16 @@ fn main() {
     let mut sched = Scheduler::new(tests, 8, DistMode::Load);
     let built = start.elapsed();
     let mut n = 0;
-    // Worst case for stealing: one worker does everything, stealing as it goes.
-    while sched.next_for(WorkerId(n % 3)).is_some() {
-        n += 1;
+    // Worst case for stealing: three workers do everything, stealing as they go (and the
+    // others, once those three may take nothing more: see `Scheduler::has_work_for`).
+    let mut w = 0;
+    while sched.remaining() > 0 {
+        if sched.next_for(WorkerId(w % 8)).is_some() {
+            n += 1;
+            w = n % 3;
+        } else {
+            w += 1;
+        }
     }
     println!(
         "scheduler cost, 10,000 tests / 8 workers: new {:.2?}, {n} next_for calls {:.2?}",

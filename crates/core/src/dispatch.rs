@@ -228,25 +228,26 @@ mod tests {
     #[test]
     fn one_risky_test_in_flight_unless_nothing_else() {
         // Three unknown tests (pooled, risky) and light known ones.
+        // 400 known tests, so that each is light (below a 32nd of a worker's share).
         let mut spec = vec![("n.py::a", 0.001), ("n.py::b", 0.001), ("n.py::c", 0.001)];
-        let known = light(40, 0.001);
+        let known = light(400, 0.001);
         spec.extend(borrowed(&known));
         let mut unknown = vec![true; 3];
-        unknown.extend([false; 40]);
-        let mut s = sched(&spec, 1, &unknown);
-        let r = plan_refill(&mut s, WorkerId(0), &WorkerView::default(), 1);
+        unknown.extend([false; 400]);
+        let mut s = sched(&spec, 2, &unknown);
+        let r = plan_refill(&mut s, WorkerId(0), &WorkerView::default(), 2);
         assert_eq!(ids(&r)[0], "n.py::a");
         assert!(r.batch[0].risky);
         assert!(r.batch[1..].iter().all(|d| !d.risky), "{r:?}");
         assert_eq!(r.slow, [0]);
         // Only risky tests left and one in flight: a second rather than none.
-        let mut s = sched(&spec[..3], 1, &[true; 3]);
+        let mut s = sched(&spec[..3], 2, &[true; 3]);
         let view = WorkerView {
             held: 1,
             queued_secs: 0.0,
             risky_in_flight: true,
         };
-        let r = plan_refill(&mut s, WorkerId(0), &view, 1);
+        let r = plan_refill(&mut s, WorkerId(0), &view, 2);
         assert_eq!(ids(&r), ["n.py::a"]);
     }
 
@@ -260,6 +261,39 @@ mod tests {
         assert!(r.batch.is_empty() && r.flush);
     }
 
+    proptest::proptest! {
+        /// A worker that holds nothing is sent something, or flushed: never left waiting
+        /// for a batch that does not come. Workers refill in a random order, each taking
+        /// one batch and running it all before its next turn.
+        #[test]
+        fn an_empty_worker_gets_a_batch_or_a_flush(
+            spec in proptest::collection::vec((0..5usize, 0..3usize, 0.0001..2.0f64, proptest::bool::ANY), 1..80),
+            workers in 1..5usize,
+            turns in proptest::collection::vec(0..5usize, 1..200),
+        ) {
+            let tests: Vec<SchedTest> = spec
+                .iter()
+                .enumerate()
+                .map(|(i, &(f, c, e, _))| SchedTest {
+                    id: TestId::new(format!("f{f}.py::C{c}::t{i}")),
+                    estimate: e,
+                    group: None,
+                })
+                .collect();
+            let unknown: Vec<bool> = spec.iter().map(|s| s.3).collect();
+            let mut s = Scheduler::with_unknown(tests, workers, DistMode::Load, &unknown);
+            for &w in turns.iter().chain(&(0..workers).cycle().take(1000).collect::<Vec<_>>()) {
+                let w = WorkerId(w % workers);
+                let r = plan_refill(&mut s, w, &WorkerView::default(), workers);
+                proptest::prop_assert!(!r.batch.is_empty() || r.flush);
+                if s.remaining() == 0 {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(s.remaining(), 0);
+        }
+    }
+
     #[test]
     fn a_quick_first_result_settles_its_file() {
         let spec = [
@@ -269,7 +303,8 @@ mod tests {
             ("c.py::t0", 0.5),
         ];
         let unknown = [true, true, true, false];
-        let mut s = sched(&spec, 1, &unknown);
+        // Two workers: with one, tests run in collection order and nothing is risky.
+        let mut s = sched(&spec, 2, &unknown);
         let ids: Vec<TestId> = spec.iter().map(|(id, _)| TestId::new(*id)).collect();
         let mut settler = Settler::new(&ids, &unknown);
         assert_eq!(settler.pending(), 2);

@@ -47,7 +47,7 @@ pub enum FromPython {
         secret: Option<String>,
     },
     /// Effective pytest configuration (after ini files and `addopts`).
-    Session(SessionInfo),
+    Session(Box<SessionInfo>),
     /// A collect report that did not pass (error or module-level skip).
     CollectReport(CollectProblem),
     Collected(Collection),
@@ -154,6 +154,10 @@ pub struct RunSettings {
     pub loadgroup: bool,
     /// The run folder: per-worker stderr, capture and result-spool files go there.
     pub rundir: String,
+    /// shardex's `--timeout`, seconds: pytest-timeout's precedence (marker > command line >
+    /// its own setting) is applied on the Python side for each test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// `--reruns`, `--reruns-delay`, `--only-rerun`, `--rerun-except`, `--fail-on-flaky`,
@@ -202,6 +206,18 @@ pub struct SessionInfo {
     pub durations: Option<u32>,
     #[serde(default)]
     pub durations_min: Option<f64>,
+    /// What pytest itself read (from `addopts` or `PYTEST_ADDOPTS`) for options shardex
+    /// consumes from its own command line: `-n` as given (`4`, `auto`), `--dist`, and
+    /// `--junitxml` as an absolute path.
+    #[serde(default)]
+    pub numprocesses: Option<String>,
+    #[serde(default)]
+    pub dist: Option<String>,
+    #[serde(default)]
+    pub xmlpath: Option<String>,
+    /// pytest-timeout is loaded: each item carries its own timeout (`ItemInfo::timeout`).
+    #[serde(default)]
+    pub item_timeouts: bool,
 }
 
 /// pytest-rerunfailures' rules for one test (its `flaky` marker) or the whole run.
@@ -251,6 +267,10 @@ pub struct Collection {
     /// e.g. `run-last-failure: ...`), in pytest's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub report_lines: Vec<String>,
+    /// Collected tests that failed in the previous run (pytest's cache), in collection
+    /// order: scheduled first under `-x`/`--maxfail`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_before: Vec<TestId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,6 +286,14 @@ pub struct ItemInfo {
     /// Its `xdist_group` name, sent under `--dist loadgroup` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// With pytest-timeout loaded (`SessionInfo::item_timeouts`): the test's timeout in
+    /// seconds by pytest-timeout's precedence; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// pytest-timeout enforces that timeout in the worker itself (a marker, or its own
+    /// setting): the agent's kill is only the backstop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout_in_worker: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -421,6 +449,7 @@ mod tests {
             junit: false,
             loadgroup: true,
             rundir: "/tmp/r".into(),
+            timeout: None,
         };
         let line = serde_json::to_string(&ToPython::Configure(settings.clone())).unwrap();
         assert_eq!(

@@ -16,7 +16,7 @@ use crate::{Category, Outcome, TestId, WorkerId};
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum RunEvent {
     /// pytest's effective configuration, known once the first Python process started.
-    SessionStarted(SessionInfo),
+    SessionStarted(Box<SessionInfo>),
     /// A collect report that did not pass.
     CollectProblem(CollectProblem),
     /// Collection finished: `total` tests will run on `workers` workers.

@@ -1,7 +1,46 @@
-//! The embedded Python plugin (the `shardex_plugin` package), written to a private folder
-//! at start and loaded with `-p`.
+//! The embedded Python plugin (the `shardex_plugin` package), written to the run folder at
+//! start and loaded by a bootstrap (`python -c BOOTSTRAP`, see [`launch_args`]) that leaves
+//! no trace the tests could see: no `PYTHONPATH`, no `sys.path` entry, no environment
+//! variable (it takes the launch variables out of `os.environ` before pytest starts).
 
 use std::path::{Path, PathBuf};
+
+/// Environment variables the bootstrap reads and removes at once: the process's role
+/// (`zygote` or `worker`), the agent's socket and, when the launcher gives one, a secret
+/// the plugin sends back in its hello.
+pub const ENV_MODE: &str = "SHARDEX_MODE";
+pub const ENV_SOCKET: &str = "SHARDEX_SOCKET";
+pub const ENV_SECRET: &str = "SHARDEX_SECRET";
+
+/// Run with `python -c BOOTSTRAP PACKAGE_DIR PYTEST_ARGS...`: imports the package from
+/// PACKAGE_DIR (nothing added to `sys.path`), then runs pytest exactly as
+/// `python -m pytest PYTEST_ARGS` would: pytest's `__main__` run as `__main__` with runpy
+/// (`sys.argv[0]` its file, the exit code its `SystemExit`), `sys.path[0]` the working
+/// directory (unless `-P`/`PYTHONSAFEPATH`). Not `pytest.console_main()`: pytest 9.1
+/// deprecates calling it.
+pub const BOOTSTRAP: &str = r#"import sys
+def _shardex_main():
+    import importlib.util
+    import os
+    package = sys.argv.pop(1)
+    launch = {
+        key: os.environ.pop(var, "")
+        for key, var in (("mode", "SHARDEX_MODE"), ("socket", "SHARDEX_SOCKET"), ("secret", "SHARDEX_SECRET"))
+    }
+    if sys.path and sys.path[0] == "":
+        sys.path[0] = os.getcwd()
+    spec = importlib.util.spec_from_file_location(
+        "shardex_plugin", os.path.join(package, "__init__.py"), submodule_search_locations=[package]
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    sys.modules["shardex_plugin"] = plugin
+    spec.loader.exec_module(plugin)
+    plugin.launched(**launch)
+    import runpy
+    # What `-m pytest` runs, as `-m` runs it: sys.argv[0] and __main__ are pytest's.
+    runpy.run_module("pytest", run_name="__main__", alter_sys=True)
+_shardex_main()
+"#;
 
 /// The package's import name.
 pub const MODULE_NAME: &str = "shardex_plugin";
@@ -10,6 +49,7 @@ pub const MODULE_NAME: &str = "shardex_plugin";
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
+    ("consumed.py", include_str!("shardex_plugin/consumed.py")),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
     (
         "early_stop.py",
@@ -31,8 +71,20 @@ pub const FILES: &[(&str, &str)] = &[
     ("zygote.py", include_str!("shardex_plugin/zygote.py")),
 ];
 
-/// Writes the package into `dir/shardex_plugin` (created if needed) and returns `dir`, the
-/// folder to put on `PYTHONPATH`.
+/// The interpreter arguments that start pytest with the plugin installed in `dir` (see
+/// [`install`]) registered (`-p shardex_plugin`): pytest's own arguments follow.
+pub fn launch_args(dir: &Path) -> Vec<String> {
+    vec![
+        "-c".to_owned(),
+        BOOTSTRAP.to_owned(),
+        dir.join(MODULE_NAME).display().to_string(),
+        "-p".to_owned(),
+        MODULE_NAME.to_owned(),
+    ]
+}
+
+/// Writes the package into `dir/shardex_plugin` (created if needed) and returns `dir`, what
+/// [`launch_args`] takes.
 pub fn install(dir: &Path) -> std::io::Result<PathBuf> {
     let package = dir.join(MODULE_NAME);
     std::fs::create_dir_all(&package)?;
@@ -63,6 +115,21 @@ mod tests {
         on_disk.sort();
         let embedded: Vec<&str> = FILES.iter().map(|(name, _)| *name).collect();
         assert_eq!(on_disk, embedded, "FILES must list every module, sorted");
+    }
+
+    #[test]
+    fn the_bootstrap_takes_the_launch_variables_out() {
+        for var in [ENV_MODE, ENV_SOCKET, ENV_SECRET] {
+            assert!(
+                BOOTSTRAP.contains("os.environ.pop(var")
+                    && BOOTSTRAP.contains(&format!("\"{var}\"")),
+                "{var} must be popped by the bootstrap"
+            );
+        }
+        let args = launch_args(Path::new("/run/py"));
+        assert_eq!(args[0], "-c");
+        assert_eq!(args[2], "/run/py/shardex_plugin");
+        assert_eq!(&args[3..], ["-p", MODULE_NAME]);
     }
 
     #[test]

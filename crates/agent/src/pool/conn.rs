@@ -53,9 +53,12 @@ pub enum ConnEvent {
 }
 
 /// Accepts connections until the listener is dropped; each gets a reader and a writer task.
+/// A connection whose hello does not carry `secret` is dropped unheard: only processes this
+/// pool started can claim a slot or send results.
 pub fn spawn_acceptor<E>(
     listener: UnixListener,
     events: UnboundedSender<E>,
+    secret: String,
 ) -> tokio::task::JoinHandle<()>
 where
     E: From<ConnEvent> + Send + 'static,
@@ -69,16 +72,21 @@ where
             next_id += 1;
             let conn = next_id;
             let events = events.clone();
+            let secret = secret.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut reader = BufReader::new(read);
                 let mut buf = Vec::new();
                 let hello = match read_line_capped(&mut reader, &mut buf, MAX_LINE).await {
-                    Ok(Some(LineRead::Whole)) => check_hello(&buf),
+                    Ok(Some(LineRead::Whole)) => check_hello(&buf, &secret),
                     _ => return,
                 };
                 let (role, slot, pid) = match hello {
-                    Ok(hello) => hello,
+                    Ok(Some(hello)) => hello,
+                    Ok(None) => {
+                        tracing::debug!(conn, "a connection without the run's secret: dropped");
+                        return;
+                    }
                     Err(reason) => {
                         let kind = LineKind::Hello;
                         let _ = events.send(ConnEvent::Invalid { conn, reason, kind }.into());
@@ -127,12 +135,16 @@ where
     })
 }
 
-/// The hello's role, slot and pid, or why the connection is refused.
-fn check_hello(line: &[u8]) -> Result<(Role, Option<String>, u32), String> {
+/// The hello's role, slot and pid; `None` when it lacks the run's secret (dropped unheard);
+/// the reason when the connection is refused.
+type Hello = (Role, Option<String>, u32);
+
+fn check_hello(line: &[u8], secret: &str) -> Result<Option<Hello>, String> {
     match serde_json::from_slice::<FromPython>(line) {
+        Ok(FromPython::Hello { secret: given, .. }) if given.as_deref() != Some(secret) => Ok(None),
         Ok(FromPython::Hello {
             v, role, slot, pid, ..
-        }) if v == PROTOCOL_VERSION => Ok((role, slot, pid)),
+        }) if v == PROTOCOL_VERSION => Ok(Some((role, slot, pid))),
         Ok(FromPython::Hello { v, .. }) => Err(format!(
             "plugin speaks protocol {v}, agent {PROTOCOL_VERSION}"
         )),
@@ -349,5 +361,38 @@ mod tests {
             parse_message(r#"{"t":"flush"}"#).is_err(),
             "not a Python->agent message"
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_hello_with_the_secret_is_heard() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, mut rx) = unbounded_channel::<ConnEvent>();
+        let _acceptor = spawn_acceptor(listener, tx, "s3cret".into());
+        let hello = |secret: &str| {
+            format!(
+                r#"{{"t":"hello","v":{PROTOCOL_VERSION},"role":"worker","slot":"gw0","pid":7{secret}}}"#
+            ) + "\n"
+        };
+        for wrong in ["", r#","secret":"guess""#] {
+            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+            stream.write_all(hello(wrong).as_bytes()).await.unwrap();
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "dropped without an answer");
+        }
+        let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+        stream
+            .write_all(hello(r#","secret":"s3cret""#).as_bytes())
+            .await
+            .unwrap();
+        let event = rx.recv().await.unwrap();
+        assert!(
+            matches!(event, ConnEvent::Opened { ref slot, .. } if slot.as_deref() == Some("gw0")),
+            "{event:?}"
+        );
+        assert!(rx.try_recv().is_err(), "the wrong hellos made no event");
     }
 }

@@ -24,13 +24,12 @@ pub struct SpawnSpec<'a> {
     pub stderr: StderrTo,
 }
 
-/// `python -m pytest ARGS` in a new process group whose id is the child's pid, so a
-/// timeout or shutdown can reach everything the test started (`killpg`).
+/// `python ARGS` (pytest through the plugin's bootstrap, see `plugin::launch_args`) in a
+/// new process group whose id is the child's pid, so a timeout or shutdown can reach
+/// everything the test started (`killpg`).
 pub fn spawn_python(spec: SpawnSpec<'_>) -> std::io::Result<Child> {
     let mut command = Command::new(spec.python);
     command
-        .arg("-m")
-        .arg("pytest")
         .args(spec.args)
         .current_dir(spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -164,8 +164,18 @@ impl Pool {
             source,
         })?;
         let (raw_tx, raw_rx) = unbounded_channel();
-        let acceptor = spawn_acceptor(listener, raw_tx.clone());
-        spec.launch.env.extend(pool_env(&rundir, &plugin_dir));
+        let secret = new_secret().map_err(|source| AgentError::Io {
+            doing: "reading /dev/urandom for the run's secret".into(),
+            source,
+        })?;
+        let acceptor = spawn_acceptor(listener, raw_tx.clone(), secret.clone());
+        spec.launch.env.extend([
+            (plugin::ENV_SOCKET.to_owned(), socket.display().to_string()),
+            (plugin::ENV_SECRET.to_owned(), secret),
+        ]);
+        let mut args = plugin::launch_args(&plugin_dir);
+        args.append(&mut spec.launch.args);
+        spec.launch.args = args;
         spec.settings.rundir = rundir.path.display().to_string();
         let slots = (0..spec.slots).map(|_| PoolSlot::default()).collect();
         Ok(Self {
@@ -194,6 +204,20 @@ impl Pool {
         self.slots.len()
     }
 
+    /// Changes the run settings: connections from now on get the new ones, and so does the
+    /// zygote (before it forks, so its workers see them).
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut RunSettings)) {
+        change(&mut self.spec.settings);
+        self.send_zygote(ToPython::Configure(self.spec.settings.clone()));
+    }
+
+    /// At least `slots` slots (pytest's own `-n`, from `addopts`, asked for more).
+    pub fn grow(&mut self, slots: usize) {
+        while self.slots.len() < slots {
+            self.slots.push(PoolSlot::default());
+        }
+    }
+
     /// The pool's source of events (tests feed a scripted Python side through it).
     pub fn raw_sender(&self) -> UnboundedSender<RawEvent> {
         self.raw_tx.clone()
@@ -212,7 +236,7 @@ impl Pool {
         match self.spec.mode {
             WorkerMode::Fork => {
                 let mut spec = self.spec.launch.clone();
-                spec.env.push(("SHARDEX_MODE".into(), "zygote".into()));
+                spec.env.push((plugin::ENV_MODE.into(), "zygote".into()));
                 let pid = self
                     .launcher
                     .launch_zygote(&spec, &self.raw_tx)
@@ -244,7 +268,7 @@ impl Pool {
             }
             WorkerMode::Spawn => {
                 let mut spec = self.spec.launch.clone();
-                spec.env.push(("SHARDEX_MODE".into(), "worker".into()));
+                spec.env.push((plugin::ENV_MODE.into(), "worker".into()));
                 spec.env.push(("PYTEST_XDIST_WORKER".into(), name.clone()));
                 let owner = ProcOwner::Spawned {
                     slot,
@@ -421,7 +445,7 @@ impl Pool {
                 let Some(&peer) = self.conns.get(&conn) else {
                     return Ok(None);
                 };
-                self.on_message(peer, msg)
+                self.on_message(peer, *msg)
             }
             RawEvent::Conn(ConnEvent::Closed { conn }) => match self.conns.remove(&conn) {
                 Some(Peer::Worker(slot)) => {
@@ -514,8 +538,8 @@ impl Pool {
         }
     }
 
-    fn on_message(&mut self, peer: Peer, msg: Box<FromPython>) -> Option<PoolEvent> {
-        match (*msg, peer) {
+    fn on_message(&mut self, peer: Peer, msg: FromPython) -> Option<PoolEvent> {
+        match (msg, peer) {
             (FromPython::Hello { .. }, _) => None,
             (FromPython::Forked { slot, pid }, Peer::Zygote) => {
                 let index = slot.parse::<WorkerId>().ok()?.0;
@@ -567,7 +591,7 @@ impl Pool {
         }
         state.proc = Proc::Down;
         let stop = state.stop.take().map(|s| s.reason);
-        tracing::debug!(slot = %WorkerId(slot), ?code, ?signal, ?stop, "worker exited");
+        tracing::trace!(slot = %WorkerId(slot), ?code, ?signal, ?stop, "worker exited");
         PoolEvent::WorkerExited {
             slot,
             code,
@@ -577,21 +601,10 @@ impl Pool {
     }
 }
 
-/// What every Python process of the pool needs to find the agent and the plugin.
-fn pool_env(rundir: &RunDir, plugin_dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut pythonpath = plugin_dir.display().to_string();
-    if let Ok(existing) = std::env::var("PYTHONPATH") {
-        if !existing.is_empty() {
-            pythonpath = format!("{pythonpath}:{existing}");
-        }
-    }
-    // Only what the process needs to reach the agent: the run's settings come in the
-    // `configure` message.
-    vec![
-        ("PYTHONPATH".to_owned(), pythonpath),
-        (
-            "SHARDEX_SOCKET".to_owned(),
-            rundir.socket().display().to_string(),
-        ),
-    ]
+/// 128 random bits, hex: what a process must present in its hello to be one of ours.
+fn new_secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -20,8 +20,15 @@ pub struct LocalQueue {
 }
 
 impl LocalQueue {
-    /// `unknown[i]`: test `i` has no recorded time (its estimate is a guess).
-    pub fn new(tests: Vec<SchedTest>, unknown: &[bool], workers: usize, dist: DistMode) -> Self {
+    /// `unknown[i]`: test `i` has no recorded time (its estimate is a guess). `first`: tests
+    /// to hand out before the others (those that failed last time, under `-x`).
+    pub fn new(
+        tests: Vec<SchedTest>,
+        unknown: &[bool],
+        workers: usize,
+        dist: DistMode,
+        first: &HashSet<TestId>,
+    ) -> Self {
         let estimates = tests.iter().map(|t| (t.id.clone(), t.estimate)).collect();
         let groups = tests
             .iter()
@@ -29,7 +36,7 @@ impl LocalQueue {
             .collect();
         let settler = Settler::new(tests.iter().map(|t| &t.id), unknown);
         Self {
-            scheduler: Scheduler::with_unknown(tests, workers, dist, unknown),
+            scheduler: Scheduler::with_options(tests, workers, dist, unknown, first),
             workers: workers.max(1),
             estimates,
             groups,

@@ -229,6 +229,12 @@ impl Run<'_> {
     /// A failed attempt made by the agent (a crash or a timeout): there is no Python
     /// exception to judge, so the retry rules are applied to the message.
     pub(super) fn record_synthetic(&mut self, slot: usize, failure: SyntheticFailure) {
+        let (attempt, verdict) = self.synthetic_attempt(failure);
+        self.finish_attempt(slot, attempt, Some(verdict));
+    }
+
+    /// The attempt a synthetic failure makes, and the retry rules' verdict on it.
+    pub(super) fn synthetic_attempt(&self, failure: SyntheticFailure) -> (Attempt, Verdict) {
         let SyntheticFailure {
             id,
             outcome,
@@ -287,7 +293,7 @@ impl Run<'_> {
             reports: vec![report],
             junit,
         };
-        self.finish_attempt(slot, attempt, Some(verdict));
+        (attempt, verdict)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use shardex_core::attempts::AttemptLedger;
 use shardex_core::protocol::{CollectProblem, Collection, FromPython, ToPython};
-use shardex_core::schedule::SchedTest;
+use shardex_core::schedule::{split_for_nodes, SchedTest};
 use shardex_core::{TestId, WorkerId};
 
 use super::state::{LaneState, Phase, WorkerQueue};
@@ -83,10 +83,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn on_session(&mut self, info: shardex_core::protocol::SessionInfo) {
+    fn on_session(&mut self, info: Box<shardex_core::protocol::SessionInfo>) {
         if self.session.is_some() {
             return;
         }
+        self.apply_pytest_options(&info);
         self.emit(RunEvent::SessionStarted(info.clone()));
         if info.rerunfailures_installed && info.verbosity > 0 {
             self.emit(RunEvent::Note(
@@ -96,7 +97,7 @@ impl Run<'_> {
                     .into(),
             ));
         }
-        self.session = Some(info);
+        self.session = Some(*info);
     }
 
     /// Whether `peer` has not sent its collection yet.
@@ -173,40 +174,74 @@ impl Run<'_> {
     /// Records the collection and builds the work queue from it and the timings. Returns
     /// how many workers the run uses.
     fn build_queue(&mut self, collection: &Collection) -> usize {
-        self.summary.collected = collection.items.len();
         self.summary.deselected = collection.deselected;
         let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
         let estimates = self.timings.estimates(&ids);
-        let unknown: Vec<bool> = ids
-            .iter()
-            .map(|id| self.timings.get(id).is_none())
-            .collect();
         let tests: Vec<SchedTest> = collection
             .items
             .iter()
-            .zip(&estimates)
-            .map(|(item, &estimate)| SchedTest {
+            .zip(estimates)
+            .map(|(item, estimate)| SchedTest {
                 id: item.id.clone(),
                 estimate,
                 group: item.group.clone(),
             })
             .collect();
-        let workers = self.lanes.len().min(tests.len()).max(1);
+        let tests = self.node_share(tests);
+        self.summary.collected = tests.len();
+        let unknown: Vec<bool> = tests
+            .iter()
+            .map(|t| self.timings.get(&t.id).is_none())
+            .collect();
+        let workers = self.workers.min(tests.len()).max(1);
         self.emit(RunEvent::Collected {
             total: tests.len(),
             deselected: collection.deselected,
             report_lines: collection.report_lines.clone(),
             workers,
-            estimated_total: estimates.iter().sum(),
+            estimated_total: tests.iter().map(|t| t.estimate).sum(),
         });
         self.summary.workers = workers;
         for (index, item) in collection.items.iter().enumerate() {
             self.order.insert(item.id.clone(), index);
             self.items.insert(item.id.clone(), item.clone());
         }
-        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist);
+        // Under -x/--maxfail, last run's failures go first: the stop comes as early as it can.
+        let first: HashSet<TestId> = if self.effective_maxfail() > 0 {
+            collection.failed_before.iter().cloned().collect()
+        } else {
+            HashSet::new()
+        };
+        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist, &first);
         self.queue = Some(Box::new(queue));
         workers
+    }
+
+    /// With `--node-total N` (or a CI's parallelism), only this node's share of one
+    /// deterministic, timing-balanced split of the collection (every node computes the same
+    /// split from the same collection and timings). Says which share it runs.
+    fn node_share(&mut self, tests: Vec<SchedTest>) -> Vec<SchedTest> {
+        let Some(node) = self.config.node.clone().filter(|n| n.total > 1) else {
+            return tests;
+        };
+        let total_secs: f64 = tests.iter().map(|t| t.estimate).sum();
+        let all = tests.len();
+        let mut shares = split_for_nodes(&tests, node.total, self.config.dist);
+        let Some(share) = shares.get_mut(node.index) else {
+            return tests;
+        };
+        let mine: HashSet<TestId> = share.ids.drain(..).collect();
+        let tests: Vec<SchedTest> = tests.into_iter().filter(|t| mine.contains(&t.id)).collect();
+        self.emit(RunEvent::Note(format!(
+            "node {} of {} ({}): running {} of {all} tests, estimated {:.2} s of {:.2} s",
+            node.index + 1,
+            node.total,
+            node.source,
+            tests.len(),
+            share.estimate,
+            total_secs,
+        )));
+        tests
     }
 
     /// A `--spawn` worker whose collection matched starts taking tests.

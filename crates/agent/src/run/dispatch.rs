@@ -72,6 +72,10 @@ impl Run<'_> {
 
     /// The head of what was sent to `slot` is running from now on.
     pub(super) fn start_next(&mut self, slot: usize) {
+        let Some(id) = self.lanes[slot].queue().and_then(|q| q.queued.front()) else {
+            return;
+        };
+        let timeout = self.test_timeout(self.items.get(id));
         let Some(queue) = self.lanes[slot].queue_mut() else {
             return;
         };
@@ -79,6 +83,7 @@ impl Run<'_> {
             queue.running = Some(Running {
                 id: id.clone(),
                 started: Instant::now(),
+                timeout,
             });
             self.emit(RunEvent::TestStarted {
                 id,

@@ -121,10 +121,10 @@ impl Run<'_> {
     fn next_deadline(&self) -> Option<Instant> {
         let mut next = self.pool.next_deadline();
         let mut consider = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
-        if let Some(timeout) = self.config.timeout {
-            for (slot, lane) in self.lanes.iter().enumerate() {
-                let running = lane.queue().and_then(|q| q.running.as_ref());
-                if let Some(running) = running.filter(|_| !self.pool.is_stopping(slot)) {
+        for (slot, lane) in self.lanes.iter().enumerate() {
+            let running = lane.queue().and_then(|q| q.running.as_ref());
+            if let Some(running) = running.filter(|_| !self.pool.is_stopping(slot)) {
+                if let Some(timeout) = running.timeout {
                     consider(running.started + timeout);
                 }
             }
@@ -220,12 +220,9 @@ impl Run<'_> {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
-        let Some(timeout) = self.config.timeout else {
-            return;
-        };
         for slot in 0..self.lanes.len() {
             let running = self.lanes[slot].queue().and_then(|q| q.running.as_ref());
-            let overdue = running.is_some_and(|r| now >= r.started + timeout);
+            let overdue = running.is_some_and(|r| r.timeout.is_some_and(|t| now >= r.started + t));
             if overdue && !self.pool.is_stopping(slot) {
                 tracing::debug!(slot, test = ?running.map(|r| &r.id), "timeout");
                 self.pool.stop_worker(slot, StopReason::Timeout);

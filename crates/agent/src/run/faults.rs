@@ -7,7 +7,7 @@ use shardex_core::{Outcome, TestId, WorkerId};
 use tokio::time::Instant;
 
 use super::attempts::SyntheticFailure;
-use super::state::{LaneState, Phase, WorkerQueue};
+use super::state::{LaneState, Phase, Running, WorkerQueue};
 use super::Run;
 use crate::pool::conn::{line_kind, LineKind};
 use crate::pool::{Peer, StopReason};
@@ -45,18 +45,22 @@ impl Run<'_> {
         let stopped_by_us =
             stop == Some(StopReason::Shutdown) || (leaving && code == Some(0) && signal.is_none());
         tracing::debug!(slot = %name, ?code, ?signal, ?stop, running = ?running.as_ref().map(|r| &r.id), "worker ended");
-        if let Some(running) = running.as_ref().filter(|_| stopped_by_us) {
-            // Stopped after -x/--maxfail's grace, or by a signal: not a result of the test.
-            self.summary.not_run.push(running.id.clone());
-        } else if let Some(running) = running {
-            let elapsed = running.started.elapsed().as_secs_f64();
-            let failure = self.death_failure(&name, running.id, stop, code, signal, elapsed);
-            if failure.outcome == Outcome::Crashed {
-                self.lanes[slot].crashes_in_a_row += 1;
+        let aborting = matches!(self.phase, Phase::Aborting { .. });
+        match running {
+            // Interrupted (a signal, an internal error) while it ran: a failure that says
+            // so, so that a CI cancel shows which test hung.
+            Some(running) if aborting => self.record_interrupted(slot, running),
+            // Stopped after -x/--maxfail's grace: not a result of the test.
+            Some(running) if stopped_by_us => self.summary.not_run.push(running.id),
+            Some(running) => {
+                let failure = self.death_failure(&name, running, stop, code, signal);
+                if failure.outcome == Outcome::Crashed {
+                    self.lanes[slot].crashes_in_a_row += 1;
+                }
+                self.record_synthetic(slot, failure);
             }
-            self.record_synthetic(slot, failure);
-        } else if !self.phase.dispatch_stopped() {
-            self.lanes[slot].crashes_in_a_row += 1;
+            None if !self.phase.dispatch_stopped() => self.lanes[slot].crashes_in_a_row += 1,
+            None => {}
         }
         let queued = Vec::from(queued);
         if self.phase.dispatch_stopped() {
@@ -71,22 +75,19 @@ impl Run<'_> {
     fn death_failure(
         &self,
         name: &str,
-        id: TestId,
+        running: Running,
         stop: Option<StopReason>,
         code: Option<i32>,
         signal: Option<i32>,
-        elapsed: f64,
     ) -> SyntheticFailure {
+        let elapsed = running.started.elapsed().as_secs_f64();
+        let id = running.id;
         let (outcome, message) = if stop == Some(StopReason::Timeout) {
-            let limit = self
-                .config
-                .timeout
-                .map(|t| t.as_secs_f64())
-                .unwrap_or_default();
+            let limit = running.timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
             (
                 Outcome::TimedOut,
                 format!(
-                    "Timeout: {id} ran longer than --timeout {limit}s; worker {name}'s process group was killed"
+                    "Timeout: {id} ran longer than its timeout of {limit}s; worker {name}'s process group was killed"
                 ),
             )
         } else {
@@ -351,21 +352,52 @@ impl Run<'_> {
         if let Some(queue) = self.queue.as_mut() {
             self.summary.not_run.extend(queue.stop());
         }
+        self.phase = Phase::Aborting {
+            since: Instant::now(),
+            forced: false,
+        };
+        // Running tests stay where they are: their result may still arrive; a worker that
+        // dies (or is left behind) with one is recorded as interrupted in it.
         for slot in 0..self.lanes.len() {
             if let Some(queue) = self.lanes[slot].queue_mut() {
                 self.summary.not_run.extend(queue.queued.drain(..));
-                if let Some(running) = queue.running.take() {
-                    self.summary.not_run.push(running.id);
-                }
             }
             if self.pool.is_alive(slot) && spared != Some(slot) {
                 self.pool.stop_worker(slot, StopReason::Shutdown);
             }
         }
-        self.phase = Phase::Aborting {
-            since: Instant::now(),
-            forced: false,
+    }
+
+    /// A test that was running when the run was interrupted: a failure that says after how
+    /// long, in the report like any other.
+    pub(super) fn record_interrupted(&mut self, slot: usize, running: Running) {
+        let elapsed = running.started.elapsed().as_secs_f64();
+        let why = self
+            .summary
+            .interrupted
+            .clone()
+            .or_else(|| {
+                self.summary
+                    .internal_error
+                    .as_ref()
+                    .map(|_| "an internal error".into())
+            })
+            .unwrap_or_else(|| "a stop".into());
+        let message = format!(
+            "Interrupted: {} was running for {elapsed:.1} s when the run was stopped by {why}",
+            running.id
+        );
+        tracing::debug!(slot = %WorkerId(slot), test = %running.id, "interrupted while running");
+        let failure = SyntheticFailure {
+            output: self.crash_output(&WorkerId(slot).to_string()),
+            id: running.id,
+            outcome: Outcome::Failed,
+            message,
+            elapsed,
         };
+        let (attempt, _) = self.synthetic_attempt(failure);
+        // Final: no retry starts after an interrupt.
+        self.finish_attempt(slot, attempt, None);
     }
 }
 

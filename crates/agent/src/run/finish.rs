@@ -8,6 +8,7 @@ use shardex_core::protocol::ToPython;
 use shardex_core::timing::TimingStore;
 use shardex_core::Outcome;
 
+use super::state::Phase;
 use super::Run;
 use crate::{AgentError, RunEvent, RunSummary, TestResult};
 
@@ -27,6 +28,7 @@ impl Run<'_> {
     }
 
     pub(super) fn finish(&mut self) -> Result<RunSummary, AgentError> {
+        self.settle_left_running();
         let maxfail = self.effective_maxfail();
         let mut summary = std::mem::take(&mut self.summary);
         summary.fail_on_flaky = self.config.retry.fail_on_flaky
@@ -56,6 +58,20 @@ impl Run<'_> {
         }
         self.save_timings(&summary);
         Ok(summary)
+    }
+
+    /// Tests still counted as running when the run ends (their workers were killed and
+    /// not seen to end): interrupted ones are failures that say so, others not run.
+    fn settle_left_running(&mut self) {
+        for slot in 0..self.lanes.len() {
+            let running = self.lanes[slot].queue_mut().and_then(|q| q.running.take());
+            let Some(running) = running else { continue };
+            if matches!(self.phase, Phase::Aborting { .. }) {
+                self.record_interrupted(slot, running);
+            } else {
+                self.summary.not_run.push(running.id);
+            }
+        }
     }
 
     fn write_junit(&mut self, path: &PathBuf, summary: &RunSummary) -> Result<(), AgentError> {

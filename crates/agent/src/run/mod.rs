@@ -13,6 +13,7 @@ mod dispatch;
 mod driver;
 mod faults;
 mod finish;
+mod options;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -32,7 +33,7 @@ use crate::config::RunConfig;
 use crate::pool::{LaunchSpec, Launcher, Peer, Pool, PoolSpec, ProcessLauncher};
 use crate::queue::WorkQueue;
 use crate::signal::{watch_signals, Interrupt};
-use crate::{plugin, AgentError, RunEvent, RunSummary, TestResult};
+use crate::{AgentError, RunEvent, RunSummary, TestResult};
 use state::{Ending, Lane, Phase};
 
 /// Runs the tests described by `config`, sending progress to `events`. Returns when every
@@ -90,12 +91,8 @@ pub async fn run_in(
 pub fn pool_spec(config: &RunConfig) -> PoolSpec {
     // shardex owns retries: pytest-rerunfailures, if installed, must not retry too (the
     // plugin takes over its options, ini keys and marker).
-    let mut args = vec![
-        "-p".to_owned(),
-        plugin::MODULE_NAME.to_owned(),
-        "-p".to_owned(),
-        "no:rerunfailures".to_owned(),
-    ];
+    // (The pool puts the plugin's bootstrap in front.)
+    let mut args = vec!["-p".to_owned(), "no:rerunfailures".to_owned()];
     args.extend(config.pytest_args.iter().cloned());
     PoolSpec {
         launch: LaunchSpec {
@@ -128,6 +125,7 @@ fn run_settings(config: &RunConfig) -> RunSettings {
         junit: config.junitxml.is_some(),
         loadgroup: config.dist == shardex_core::schedule::DistMode::LoadGroup,
         rundir: String::new(),
+        timeout: config.timeout.map(|t| t.as_secs_f64()),
     }
 }
 
@@ -153,6 +151,8 @@ struct Run<'p> {
     events: UnboundedSender<RunEvent>,
     phase: Phase,
     lanes: Vec<Lane>,
+    /// Workers the run uses (`-n`; pytest's own `-n` from addopts when shardex got none).
+    workers: usize,
     queue: Option<Box<dyn WorkQueue>>,
     session: Option<SessionInfo>,
     collection: Option<Collection>,
@@ -185,6 +185,7 @@ impl<'p> Run<'p> {
     ) -> Self {
         Self {
             lanes: (0..pool.slot_count()).map(|_| Lane::default()).collect(),
+            workers: pool.slot_count(),
             config,
             pool,
             events,

@@ -41,6 +41,8 @@ impl Phase {
 pub(crate) struct Running {
     pub(crate) id: TestId,
     pub(crate) started: Instant,
+    /// When it times out, counted from `started` (see `Run::test_timeout`).
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// What was sent to one worker process and not finished yet.

@@ -133,6 +133,8 @@ fn run_config(
         config.mode = WorkerMode::Spawn;
     }
     config.dist = settings.dist;
+    config.dist_given = settings.dist_given;
+    config.workers_given = settings.numprocesses_given;
     config.timings = settings.timings.clone();
     match &settings.timing_store {
         TimingStoreChoice::Default => {}

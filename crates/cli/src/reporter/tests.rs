@@ -174,7 +174,7 @@ struct Run {
 impl Run {
     fn new(session: SessionInfo, wall_secs: f64) -> Self {
         Self {
-            events: vec![RunEvent::SessionStarted(session.clone())],
+            events: vec![RunEvent::SessionStarted(Box::new(session.clone()))],
             session,
             wall: Duration::from_secs_f64(wall_secs),
             interrupted: None,

@@ -54,6 +54,10 @@ pub mod env {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub numprocesses: NumProcesses,
+    /// `-n` came from one of shardex's layers (else pytest's own `-n` in addopts decides).
+    pub numprocesses_given: bool,
+    /// `--dist` came from one of shardex's layers.
+    pub dist_given: bool,
     /// `--maxprocesses`: caps the worker count (as xdist does, for explicit counts too).
     pub maxprocesses: Option<u32>,
     /// `PYTEST_XDIST_AUTO_NUM_WORKERS`: replaces the detected CPU count for auto/logical.
@@ -99,7 +103,12 @@ impl Settings {
         refuse_unbuilt(&layers)?;
         let mut notes = Vec::new();
         let (numprocesses, maxprocesses, auto_override) = workers(&layers, &mut notes)?;
-        let dist = match layers.parse(Opt::Dist, parse_dist)? {
+        let numprocesses_given = layers
+            .parse(Opt::NumProcesses, NumProcesses::from_str)?
+            .is_some();
+        let dist_choice = layers.parse(Opt::Dist, parse_dist)?;
+        let dist_given = dist_choice.is_some();
+        let dist = match dist_choice {
             Some((mode, note)) => {
                 notes.extend(note);
                 mode
@@ -116,6 +125,8 @@ impl Settings {
             .map(|(path, origin)| PythonChoice { path, origin });
         Ok(Self {
             numprocesses,
+            numprocesses_given,
+            dist_given,
             maxprocesses,
             auto_override,
             dist,

@@ -301,18 +301,12 @@ fn parse_cases(xml: &str) -> Option<Vec<Case<'_>>> {
             Event::End(_) => {
                 match depth {
                     1 => cases.push(current.take()?),
-                    2 => {
-                        let child = open_child.take()?;
-                        let failed = child.failed.map(|failed| Failed {
-                            text_raw: &xml[child.content..start],
-                            ..failed
-                        });
-                        current.as_mut()?.children.push(Child {
-                            name: child.name,
-                            raw: &xml[child.start..end],
-                            failed,
-                        });
-                    }
+                    2 => current.as_mut()?.children.push(close_child(
+                        xml,
+                        open_child.take()?,
+                        start,
+                        end,
+                    )),
                     _ => {}
                 }
                 depth = depth.checked_sub(1)?;
@@ -333,6 +327,19 @@ fn parse_cases(xml: &str) -> Option<Vec<Case<'_>>> {
         }
     }
     (depth == 0).then_some(cases)
+}
+
+/// A `<testcase>` child whose end tag spans `start..end`.
+fn close_child<'a>(xml: &'a str, child: OpenChild<'a>, start: usize, end: usize) -> Child<'a> {
+    let failed = child.failed.map(|failed| Failed {
+        text_raw: &xml[child.content..start],
+        ..failed
+    });
+    Child {
+        name: child.name,
+        raw: &xml[child.start..end],
+        failed,
+    }
 }
 
 fn is_testcase(tag: &BytesStart<'_>) -> Option<()> {

@@ -1,5 +1,6 @@
 //! Scheduling: timing-weighted plans and the work-stealing queue, as pure state machines.
 
+mod deque;
 pub mod plan;
 pub mod split;
 pub mod steal;

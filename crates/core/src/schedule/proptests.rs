@@ -1,7 +1,7 @@
 //! Property tests of the scheduler: random suites, worker counts and interleavings of
 //! `next_for`, completions, `push_front` of in-flight tests and `release`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
@@ -109,6 +109,9 @@ struct Trace {
     completed: Vec<TestId>,
     /// Keys whose unit was pushed back or released: exempt from the contiguity check.
     disturbed: BTreeSet<String>,
+    /// Per worker, the places in the collection of the tests it took in order (not from
+    /// the pool, not retried or put back, not left by a stopped worker).
+    ordered: Vec<Vec<usize>>,
 }
 
 /// Drives a scheduler as the agent does, and checks at every step that nothing is
@@ -118,6 +121,8 @@ struct Sim<'a> {
     sched: Scheduler,
     mode: DistMode,
     tests: BTreeMap<TestId, &'a SchedTest>,
+    /// Each test's place in the collection.
+    place: BTreeMap<TestId, usize>,
     trace: Trace,
     /// Per worker: held tests, oldest (running) first.
     inflight: Vec<VecDeque<TestId>>,
@@ -137,9 +142,11 @@ impl<'a> Sim<'a> {
             sched: Scheduler::with_unknown(tests.to_vec(), workers, mode, unknown),
             mode,
             tests: tests.iter().map(|t| (t.id.clone(), t)).collect(),
+            place: (0..).zip(tests).map(|(i, t)| (t.id.clone(), i)).collect(),
             trace: Trace {
                 dispatched: vec![Vec::new(); slots],
                 retried: vec![Vec::new(); slots],
+                ordered: vec![Vec::new(); slots],
                 ..Trace::default()
             },
             inflight: vec![VecDeque::new(); slots],
@@ -189,6 +196,9 @@ impl<'a> Sim<'a> {
             &mut self.trace.dispatched[w]
         };
         seq.push(d.id.clone());
+        if self.sched.last_in_order() {
+            self.trace.ordered[w].push(self.place[&d.id]);
+        }
         self.inflight[w].push_back(d.id);
         true
     }
@@ -413,6 +423,40 @@ fn assert_small_classes_whole(tests: &[SchedTest], class_cap: u64, trace: &Trace
     }
 }
 
+/// `Load`/`LoadGroup`: what each worker takes in order (all but pooled, retried and
+/// put-back tests, see `Trace::ordered`) is a subsequence of the collection, as under
+/// xdist's `load`, so it never comes back to a file it has left (a file whose tests are
+/// together in the collection).
+fn assert_collection_order(tests: &[SchedTest], trace: &Trace) {
+    let mut spans: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for (i, t) in tests.iter().enumerate() {
+        let span = spans.entry(t.id.file()).or_insert((i, i, 0));
+        span.1 = i;
+        span.2 += 1;
+    }
+    for (w, places) in trace.ordered.iter().enumerate() {
+        assert!(
+            places.windows(2).all(|p| p[0] < p[1]),
+            "worker {w} out of collection order: {places:?}"
+        );
+        let mut left: BTreeSet<&str> = BTreeSet::new();
+        let mut current: Option<&str> = None;
+        for &p in places {
+            let file = tests[p].id.file();
+            let (first, last, n) = spans[file];
+            let together = last - first + 1 == n;
+            if current != Some(file) {
+                assert!(
+                    !(together && left.contains(file)),
+                    "worker {w} came back to {file}: {places:?}"
+                );
+                left.extend(current);
+                current = Some(file);
+            }
+        }
+    }
+}
+
 /// `LoadGroup`: the tests of a group run on one worker, one after the other, in collection
 /// order.
 fn assert_groups_whole(tests: &[SchedTest], trace: &Trace) {
@@ -462,12 +506,36 @@ proptest! {
             DistMode::Load => {
                 let class_cap = Scheduler::with_unknown(tests.clone(), workers, mode, &unknown).class_cap();
                 assert_small_classes_whole(&tests, class_cap, &trace);
+                assert_collection_order(&tests, &trace);
             }
-            DistMode::LoadGroup => assert_groups_whole(&tests, &trace),
+            DistMode::LoadGroup => {
+                assert_groups_whole(&tests, &trace);
+                assert_collection_order(&tests, &trace);
+            }
             DistMode::LoadScope | DistMode::LoadFile => assert_units_contiguous(&trace, mode),
         }
         // Same input, same calls: same dispatch sequence.
         prop_assert_eq!(run(&tests, &unknown, workers, mode, &ops), trace);
+    }
+
+    #[test]
+    fn one_worker_runs_in_collection_order(
+        (tests, unknown) in suite(), picks in prop::collection::vec(any::<bool>(), 70)
+    ) {
+        // `-n 1`: plain pytest's order, whatever the timings; the tests put first (failed
+        // last time) ahead of the rest, each part in collection order.
+        let first: HashSet<TestId> = tests
+            .iter()
+            .zip(&picks)
+            .filter(|(_, &p)| p)
+            .map(|(t, _)| t.id.clone())
+            .collect();
+        let mut sched = Scheduler::with_options(tests.clone(), 1, DistMode::Load, &unknown, &first);
+        let order: Vec<TestId> = std::iter::from_fn(|| sched.next_for(WorkerId(0))).collect();
+        let (mut want, rest): (Vec<TestId>, Vec<TestId>) =
+            tests.into_iter().map(|t| t.id).partition(|id| first.contains(id));
+        want.extend(rest);
+        prop_assert_eq!(order, want);
     }
 
     #[test]

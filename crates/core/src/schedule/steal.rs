@@ -1,36 +1,42 @@
-//! The work-stealing queue: per-worker deques seeded longest-first from estimates; an idle
-//! worker takes from the tail of the deque with the most estimated time left.
+//! The work-stealing queue: per-worker deques of light tests, a shared pool of long ones;
+//! an idle worker takes from the deque with the most estimated time left.
 //!
 //! Units (see `units.rs`) are what moves between workers: chunks of one file's consecutive
 //! tests in `Load`, whole scopes or files otherwise. Heavy units, and in `Load` the tests
 //! with no recorded time, sit in a shared pool instead: a worker that is not in the middle
 //! of a unit takes the pool's head before its own deque, so long tests start first on
 //! whichever worker is free (a wrong estimate cannot stack two on one worker) and guesses
-//! are found out while there is time to steal around them.
+//! are found out while there is time to steal around them. Tests put first (`first`, the
+//! previous run's failures) lead the pool.
 //!
-//! Seeding the deques with the light units: in `Load`, the tests in collection order are cut
-//! into one contiguous range of equal estimate per worker (at most `workers - 1` files
-//! split, so module fixtures are set up about once), each range's runs of one file ordered
-//! by their longest test so the tail is short tests; in `LoadScope` and `LoadFile`, whole
-//! units by LPT (longest first onto the least-loaded deque).
+//! The light units: in `Load`, the tests in collection order are cut into one contiguous
+//! range of equal estimate per worker (at most `workers - 1` files split, so module
+//! fixtures are set up about once), each in collection order; a worker with nothing queued
+//! claims the first range left. In `LoadScope` and `LoadFile`, whole units by LPT (longest
+//! first onto the least-loaded deque), each deque in collection order. With one worker,
+//! plain pytest's order.
 //!
-//! A thief takes whole units from the victim's tail up to half of the victim's remaining
-//! estimate, at least one; in `Load`, if the tail unit alone is more than half, it splits
-//! off the unit's tail. In `LoadScope` and `LoadFile` units are never split and a started
-//! unit is never stolen (until `push_front` or `release`).
+//! Order, as under xdist's `load` (each worker runs a subsequence of the collection): in
+//! `Load` a worker takes from other deques only tests after the last one it took from a
+//! deque (its frontier), so it never comes back to a file it has left; only pool tests
+//! (long ones, new ones) run ahead of their place. A thief takes about half of the victim's
+//! remaining estimate: whole units after the one the victim is in, from the first after the
+//! thief's frontier (so its frontier moves as little as possible), else the tail of the
+//! victim's unit. In `LoadScope` and `LoadFile` whole units from the tail, never a started
+//! one (until `push_front` or `release`).
 //!
 //! Costs: `next_for` is O(1) from the pool or the own deque and O(workers + units moved)
 //! when stealing; sums are kept incrementally in integer microseconds, so they are exact
 //! and the same input and call sequence always give the same dispatch sequence.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::test_id::{TestId, WorkerId};
 
-use super::plan::lpt_partition;
+use super::deque::{Deque, Steal};
 use super::units::{
-    blocks, contiguous_ranges, form_units, group_by_key, group_key, key_of, locked_len, to_micros,
-    Item, Unit,
+    form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed, take_first,
+    to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
 };
 
 /// xdist's `--dist` modes that shardex honours.
@@ -74,106 +80,30 @@ pub struct SchedTest {
     pub group: Option<String>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Deque {
-    units: VecDeque<Unit>,
-    micros: u64,
-    len: usize,
-}
-
-impl Deque {
-    fn push_back(&mut self, unit: Unit) {
-        self.micros += unit.micros;
-        self.len += unit.items.len();
-        self.units.push_back(unit);
-    }
-
-    fn push_front(&mut self, unit: Unit) {
-        self.micros += unit.micros;
-        self.len += unit.items.len();
-        self.units.push_front(unit);
-    }
-
-    fn pop_front(&mut self) -> Option<Unit> {
-        let unit = self.units.pop_front()?;
-        self.micros -= unit.micros;
-        self.len -= unit.items.len();
-        Some(unit)
-    }
-
-    fn pop_back(&mut self) -> Option<Unit> {
-        let unit = self.units.pop_back()?;
-        self.micros -= unit.micros;
-        self.len -= unit.items.len();
-        Some(unit)
-    }
-
-    /// The next test from the head unit; marks that unit started.
-    fn pop_test(&mut self) -> Option<Item> {
-        let unit = self.units.front_mut()?;
-        let item = unit.items.pop_front().expect("units are never empty");
-        unit.started = true;
-        let class = item.id.top_class();
-        if unit.last_class.as_deref() != class {
-            unit.last_class = class.map(str::to_owned);
-        }
-        unit.micros -= item.micros;
-        if unit.items.is_empty() {
-            self.units.pop_front();
-        }
-        self.micros -= item.micros;
-        self.len -= 1;
-        Some(item)
-    }
-
-    /// Retries pushed at the front (`Scheduler::push_next`): the owner runs them next, and
-    /// they are not for thieves while it lives (`release` frees them).
-    fn urgent_len(&self) -> usize {
-        self.units.iter().take_while(|u| u.urgent).count()
-    }
-
-    /// The units a thief may not take, at the head: the owner's retries, and in
-    /// `LoadScope`/`LoadFile` the unit it has started.
-    fn kept(&self, mode: DistMode) -> usize {
-        let urgent = self.urgent_len();
-        let started = self.units.get(urgent).is_some_and(|u| u.started);
-        urgent + usize::from(started && !mode.per_test())
-    }
-
-    /// Whether a thief may take something (what `Scheduler::take_tail` takes): in `Load`
-    /// anything but the rest of a small class or a group the owner is in (see
-    /// `locked_len`); in the other modes any unit but a started one. Never the owner's
-    /// retries: behind them the unit it is in stays locked, so looking past them only to
-    /// find a locked tail would tell an idle worker there is work it cannot get.
-    fn stealable(&self, mode: DistMode, class_cap: u64) -> bool {
-        let kept = self.kept(mode);
-        let free = self.units.len().saturating_sub(kept);
-        match mode {
-            DistMode::Load | DistMode::LoadGroup => {
-                free > 1
-                    || (free == 1
-                        && self
-                            .units
-                            .back()
-                            .is_some_and(|u| locked_len(u, class_cap) < u.items.len()))
-            }
-            DistMode::LoadScope | DistMode::LoadFile => free > 0,
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     mode: DistMode,
-    /// Units any free worker takes before its own deque: tests without a recorded time
-    /// (so surprises show while there is time to steal around them), then heavy units
-    /// longest first (list scheduling, robust to wrong estimates).
+    /// Units any free worker takes before its own deque: tests put first, then tests
+    /// without a recorded time (so surprises show while there is time to steal around
+    /// them), then heavy units longest first (list scheduling, robust to wrong estimates).
     pool: Deque,
+    /// `Load`/`LoadGroup`: the contiguous ranges of light tests, in collection order, not
+    /// yet claimed. A worker with nothing queued claims the first, so whoever is free first
+    /// (not busy with long tests) runs the earliest part of the collection, and can later
+    /// help the others: it may only take tests after its place (see `frontier`).
+    unclaimed: VecDeque<Deque>,
     deques: Vec<Deque>,
+    /// Per worker, in `Load`/`LoadGroup`: the place in collection order of the last test it
+    /// took from a deque (not the pool). It steals only tests after it, so each worker runs
+    /// its share in pytest's order and never comes back to a file it has left.
+    frontier: Vec<Option<usize>>,
     len: usize,
     micros: u64,
     /// Classes estimated below this stay whole on one worker (see `units::blocks`).
     class_cap: u64,
+    /// For tests: the last test handed out moved the worker's place (see `frontier`).
+    #[cfg(test)]
+    last_in_order: bool,
 }
 
 impl Scheduler {
@@ -190,48 +120,69 @@ impl Scheduler {
         mode: DistMode,
         unknown: &[bool],
     ) -> Self {
+        Self::with_options(tests, workers, mode, unknown, &HashSet::new())
+    }
+
+    /// Like [`Scheduler::with_unknown`], handing out the tests in `first` before all
+    /// others (the tests that failed in the previous run, under `-x`/`--maxfail`, so a
+    /// failure shows as early as possible): each alone, in collection order (in
+    /// `LoadGroup` with its whole group, in `LoadScope`/`LoadFile` with its whole scope or
+    /// file). With one worker the rest runs in collection order, as plain pytest's.
+    pub fn with_options(
+        tests: Vec<SchedTest>,
+        workers: usize,
+        mode: DistMode,
+        unknown: &[bool],
+        first: &HashSet<TestId>,
+    ) -> Self {
         let workers = workers.max(1);
-        let formed = form_units(tests, unknown, workers, mode);
-        let class_cap = formed.class_cap;
+        let (ahead, items) = take_first(positioned(tests), mode, first);
         let mut pool = Deque::default();
-        for unit in formed.pooled {
+        for unit in ahead {
             pool.push_back(unit);
         }
-        let queues: Vec<VecDeque<Unit>> = match mode {
-            DistMode::Load | DistMode::LoadGroup => {
-                contiguous_ranges(formed.seeded, workers, class_cap)
+        // `LoadGroup` keeps its groups whole in the pool, whatever the count.
+        let (queues, class_cap) = if workers == 1 && mode != DistMode::LoadGroup {
+            let total: u64 = items.iter().map(|i| i.micros).sum();
+            let class_cap = (total / HEAVY_PER_SHARE).max(1);
+            (vec![in_collection_order(items, mode)], class_cap)
+        } else {
+            let formed = form_units(items, unknown, workers, mode);
+            for unit in formed.pooled {
+                pool.push_back(unit);
             }
-            // Whole units: longest first onto the least-loaded worker.
-            DistMode::LoadScope | DistMode::LoadFile => {
-                let weights: Vec<f64> = formed.seeded.iter().map(|u| u.micros as f64).collect();
-                let plan = lpt_partition(&weights, workers);
-                let mut slots: Vec<Option<Unit>> = formed.seeded.into_iter().map(Some).collect();
-                plan.into_iter()
-                    .map(|bin| {
-                        bin.into_iter()
-                            .map(|i| slots[i].take().expect("each unit planned once"))
-                            .collect()
-                    })
-                    .collect()
-            }
+            let queues = seed(formed.seeded, workers, mode, formed.class_cap);
+            (queues, formed.class_cap)
         };
-        let mut deques = Vec::with_capacity(workers);
-        for queue in queues {
-            let mut deque = Deque::default();
-            for unit in queue {
-                deque.push_back(unit);
-            }
-            deques.push(deque);
+        let mut deques: Vec<Deque> = queues
+            .into_iter()
+            .map(|queue| {
+                let mut deque = Deque::default();
+                for unit in queue {
+                    deque.push_back(unit);
+                }
+                deque
+            })
+            .collect();
+        let mut unclaimed = VecDeque::new();
+        if mode.per_test() && workers > 1 {
+            unclaimed = deques.drain(..).filter(|d| d.len > 0).collect();
+            deques.resize_with(workers, Deque::default);
         }
-        let len = pool.len + deques.iter().map(|d| d.len).sum::<usize>();
-        let micros = pool.micros + deques.iter().map(|d| d.micros).sum::<u64>();
+        let queued = deques.iter().chain(&unclaimed);
+        let len = pool.len + queued.clone().map(|d| d.len).sum::<usize>();
+        let micros = pool.micros + queued.map(|d| d.micros).sum::<u64>();
         Self {
             mode,
             pool,
+            unclaimed,
+            frontier: vec![None; deques.len()],
             deques,
             len,
             micros,
             class_cap,
+            #[cfg(test)]
+            last_in_order: false,
         }
     }
 
@@ -276,20 +227,34 @@ impl Scheduler {
             !u.whole && (next.is_none() || u.last_class.as_deref() != next)
         });
         if pool_ok && (!in_unit || (self.mode.per_test() && at_scope_boundary)) {
-            let unit = self.pool.pop_front().expect("pool is not empty");
+            let mut unit = self.pool.pop_front().expect("pool is not empty");
+            unit.pooled = true;
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
-            let victim = self.victim(w)?;
-            let stolen = self.take_tail(victim);
-            for unit in stolen {
+            let units = match self.unclaimed.pop_front() {
+                Some(range) => Vec::from(range.units),
+                None => {
+                    let victim = self.victim(w)?;
+                    self.take_tail(victim, w)
+                }
+            };
+            for unit in units {
                 self.deques[w].push_back(unit);
             }
         }
-        let risky = self.deques[w]
-            .units
-            .front()
-            .is_some_and(|u| u.heavy || u.unknown);
+        let head = self.deques[w].units.front();
+        let risky = head.is_some_and(|u| u.heavy || u.unknown);
+        let in_order = head.is_some_and(|u| !u.pooled && !u.urgent);
         let item = self.deques[w].pop_test()?;
+        self.deques[w].released = false;
+        let in_order = in_order && item.pos != NO_POS && self.mode.per_test();
+        if in_order {
+            self.frontier[w] = self.frontier[w].max(Some(item.pos));
+        }
+        #[cfg(test)]
+        {
+            self.last_in_order = in_order;
+        }
         self.len -= 1;
         self.micros -= item.micros;
         Some(Dispatch {
@@ -304,7 +269,10 @@ impl Scheduler {
     /// (`Load` only; in the other modes the unknown flag is not used.)
     pub fn settle_unknown(&mut self, file: &str, secs: f64) {
         let micros = to_micros(secs);
-        for deque in std::iter::once(&mut self.pool).chain(&mut self.deques) {
+        let all = std::iter::once(&mut self.pool)
+            .chain(&mut self.unclaimed)
+            .chain(&mut self.deques);
+        for deque in all {
             for unit in deque.units.iter_mut() {
                 if !unit.unknown || unit.key != file {
                     continue;
@@ -337,7 +305,7 @@ impl Scheduler {
             DistMode::Load | DistMode::LoadGroup => {
                 runs_of_file(items, mode == DistMode::LoadGroup)
             }
-            DistMode::LoadScope | DistMode::LoadFile => group_by_key(items, mode, 0),
+            DistMode::LoadScope | DistMode::LoadFile => group_by_key(items, mode),
         };
         let deque = &mut self.deques[w];
         let joins_head = match (deque.units.front(), units.last()) {
@@ -347,6 +315,10 @@ impl Scheduler {
         if joins_head {
             let last = units.pop().expect("checked above");
             let head = deque.units.front_mut().expect("checked above");
+            // Places in a unit are increasing or all unknown (see `Item::pos`).
+            for item in &mut head.items {
+                item.pos = NO_POS;
+            }
             let (n, micros) = (last.items.len(), last.micros);
             for item in last.items.into_iter().rev() {
                 head.items.push_front(item);
@@ -386,6 +358,7 @@ impl Scheduler {
         // Retries pushed in front of the unit it had started go with it: they become
         // ordinary work any worker may take.
         if let Some(deque) = self.deques.get_mut(worker.0) {
+            deque.released = true;
             for unit in &mut deque.units {
                 unit.started = false;
                 unit.urgent = false;
@@ -396,7 +369,10 @@ impl Scheduler {
     /// Removes and returns everything not yet dispatched (early stop), worker by worker.
     pub fn drain(&mut self) -> Vec<TestId> {
         let mut out = Vec::with_capacity(self.len);
-        for deque in std::iter::once(&mut self.pool).chain(&mut self.deques) {
+        let all = std::iter::once(&mut self.pool)
+            .chain(&mut self.unclaimed)
+            .chain(&mut self.deques);
+        for deque in all {
             for unit in deque.units.drain(..) {
                 out.extend(unit.items.into_iter().map(|i| i.id));
             }
@@ -433,16 +409,30 @@ impl Scheduler {
     /// Whether `next_for` would give `worker` something now.
     pub fn has_work_for(&self, worker: WorkerId) -> bool {
         self.pool.len > 0
+            || !self.unclaimed.is_empty()
             || self.deques.get(worker.0).is_some_and(|d| d.len > 0)
-            || (0..self.deques.len())
-                .any(|v| v != worker.0 && self.deques[v].stealable(self.mode, self.class_cap))
+            || (0..self.deques.len()).any(|v| {
+                v != worker.0
+                    && self.deques[v].stealable(self.mode, self.class_cap, self.after(worker.0, v))
+            })
     }
 
     fn slot(&mut self, worker: WorkerId) -> usize {
         if worker.0 >= self.deques.len() {
             self.deques.resize_with(worker.0 + 1, Deque::default);
+            self.frontier.resize(worker.0 + 1, None);
         }
         worker.0
+    }
+
+    /// The place in collection order after which `thief` may take from `victim`: its
+    /// frontier, in `Load`/`LoadGroup`, unless the victim stopped (then anything goes, or
+    /// its tests could wait forever).
+    fn after(&self, thief: usize, victim: usize) -> Option<usize> {
+        if !self.mode.per_test() || self.deques[victim].released {
+            return None;
+        }
+        self.frontier.get(thief).copied().flatten()
     }
 
     /// The deque with the most estimated time left among those with something to steal;
@@ -450,7 +440,7 @@ impl Scheduler {
     fn victim(&self, thief: usize) -> Option<usize> {
         let mut best: Option<usize> = None;
         for (v, deque) in self.deques.iter().enumerate() {
-            if v == thief || !deque.stealable(self.mode, self.class_cap) {
+            if v == thief || !deque.stealable(self.mode, self.class_cap, self.after(thief, v)) {
                 continue;
             }
             match best {
@@ -461,69 +451,60 @@ impl Scheduler {
         best
     }
 
-    /// Takes units from the victim's tail, up to half its remaining estimate but at least
-    /// one unit (or, in `Load`, one block of a split tail unit: a small class is never cut,
-    /// nor taken from a worker in the middle of it). In original order.
-    fn take_tail(&mut self, victim: usize) -> Vec<Unit> {
-        let mode = self.mode;
-        let class_cap = self.class_cap;
+    /// Takes from the victim what `Deque::plan_steal` says, in original order.
+    fn take_tail(&mut self, victim: usize, thief: usize) -> Vec<Unit> {
+        let after = self.after(thief, victim);
         let deque = &mut self.deques[victim];
-        let half = deque.micros / 2;
-        let keep = deque.kept(mode);
-        let mut taken: Vec<Unit> = Vec::new();
-        let mut acc: u64 = 0;
-        while deque.units.len() > keep {
-            let back = deque.units.back().expect("len > keep");
-            if mode.per_test() && locked_len(back, class_cap) > 0 {
-                break;
+        let Some(plan) = deque.plan_steal(self.mode, self.class_cap, after) else {
+            return Vec::new();
+        };
+        let mut taken = Self::take_planned(deque, plan);
+        if deque.released {
+            // Left by a stopped worker, maybe before the thief's place: run as pool work,
+            // out of order, without moving the thief's place.
+            for unit in &mut taken {
+                unit.pooled = true;
             }
-            let whole_fits = acc + back.micros <= half;
-            let must_take = taken.is_empty() && !mode.per_test();
-            if !(whole_fits || must_take) {
-                break;
-            }
-            acc += back.micros;
-            taken.push(deque.pop_back().expect("len > keep"));
         }
-        if taken.is_empty() {
-            // Load: the tail unit alone is more than half, or its head is locked; take its
-            // tail, at least one block, never the locked head.
-            let back = deque.units.back_mut().expect("victims are stealable");
-            let free_from = usize::from(locked_len(back, class_cap) > 0);
-            let mut n = 0;
-            let mut sum = 0;
-            let parts = if back.whole {
-                vec![(back.items.len(), back.micros)]
-            } else {
-                blocks(&back.items, class_cap)
-            };
-            for &(len, micros) in parts[free_from..].iter().rev() {
-                if n > 0 && sum + micros > half {
-                    break;
+        taken
+    }
+
+    fn take_planned(deque: &mut Deque, plan: Steal) -> Vec<Unit> {
+        let len = deque.units.len();
+        match plan {
+            Steal::Units(n) => deque.take_units(len - n..len),
+            Steal::Middle(start, n) => deque.take_units(start..start + n),
+            Steal::Front(index, n) => {
+                let unit = &mut deque.units[index];
+                let rest = unit.split_tail(unit.items.len() - n);
+                let head = std::mem::replace(unit, rest);
+                deque.micros -= head.micros;
+                deque.len -= n;
+                vec![head]
+            }
+            Steal::Tail(n) => {
+                let back = deque.units.back_mut().expect("planned");
+                if n == back.items.len() {
+                    return deque.take_units(len - 1..len);
                 }
-                n += len;
-                sum += micros;
-            }
-            if n == 0 {
-                return taken;
-            }
-            let unit = if n == back.items.len() {
-                deque.pop_back().expect("non-empty")
-            } else {
                 let tail = back.split_tail(n);
                 deque.micros -= tail.micros;
                 deque.len -= n;
-                tail
-            };
-            taken.push(unit);
+                vec![tail]
+            }
         }
-        taken.reverse();
-        taken
     }
 
     #[cfg(test)]
     pub(super) fn class_cap(&self) -> u64 {
         self.class_cap
+    }
+
+    /// For tests: the last test handed out was taken in collection order (not from the
+    /// pool, not a retry or a put-back test, not left by a stopped worker).
+    #[cfg(test)]
+    pub(super) fn last_in_order(&self) -> bool {
+        self.last_in_order
     }
 
     /// For tests: `next_for(worker)` returned `None` rightly.
@@ -615,15 +596,12 @@ mod tests {
             s.next_for(WorkerId(0)).unwrap().as_str(),
             "m.py::TestC::test_first"
         );
-        // An idle worker now steals, and keeps stealing: never the second test of the class
+        // Idle workers now steal, and keep stealing: never the second test of the class
         // worker 0 is in.
-        let mut w1 = Vec::new();
-        while let Some(t) = s.next_for(WorkerId(1)) {
-            w1.push(t.to_string());
-        }
-        assert!(!w1.iter().any(|t| t.contains("TestC")), "{w1:?}");
+        let stolen = steal_all(&mut s);
+        assert!(!stolen.iter().any(|t| t.contains("TestC")), "{stolen:?}");
         assert_eq!(s.remaining(), 1);
-        assert!(!s.has_work_for(WorkerId(1)));
+        assert!(!s.has_work_for(WorkerId(99)));
         assert_eq!(
             s.next_for(WorkerId(0)).unwrap().as_str(),
             "m.py::TestC::test_second"
@@ -646,8 +624,8 @@ mod tests {
         tests.extend(light("m.py", 40));
         let mut s = Scheduler::new(tests, 1, DistMode::Load);
         assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), ids[0]);
-        // gw1 takes all it may: the module-level tests.
-        while s.next_for(WorkerId(1)).is_some() {}
+        // Others take all they may: the module-level tests.
+        steal_all(&mut s);
         assert_eq!(s.remaining(), 2);
         let retry = SchedTest {
             id: TestId::new("n.py::flaky"),
@@ -655,8 +633,8 @@ mod tests {
             group: None,
         };
         s.push_next(WorkerId(0), retry);
-        assert!(!s.has_work_for(WorkerId(1)));
-        assert_eq!(s.next_for(WorkerId(1)), None);
+        assert!(!s.has_work_for(WorkerId(99)));
+        assert_eq!(s.next_for(WorkerId(99)), None);
         assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), "n.py::flaky");
         assert_eq!(s.next_for(WorkerId(0)).unwrap().as_str(), ids[1]);
         // gw0 dies: what it had is anyone's, the retry included.
@@ -667,12 +645,34 @@ mod tests {
         };
         s.push_next(WorkerId(0), retry);
         s.release(WorkerId(0));
-        assert!(s.has_work_for(WorkerId(1)));
+        assert!(s.has_work_for(WorkerId(99)));
         let mut got = Vec::new();
-        while let Some(id) = s.next_for(WorkerId(1)) {
+        while let Some(id) = s.next_for(WorkerId(99)) {
             got.push(id.to_string());
         }
         assert_eq!(got, ["m.py::TestC::t2", "n.py::flaky"]);
+    }
+
+    #[test]
+    fn first_tests_go_before_all_others() {
+        // Two workers; c.py::t1 and a.py::t3 failed last time: they start first, in
+        // collection order, before the unknown and heavy tests of the pool.
+        let mut input = light("a.py", 40);
+        input.extend(light("c.py", 40));
+        input.push(SchedTest {
+            id: TestId::new("h.py::heavy"),
+            estimate: 5.0,
+            group: None,
+        });
+        let first: HashSet<TestId> = ids(&["c.py::t1", "a.py::t3"]).into_iter().collect();
+        let mut unknown = vec![false; 81];
+        unknown[79] = true;
+        let mut s = Scheduler::with_options(input, 2, DistMode::Load, &unknown, &first);
+        assert_eq!(next(&mut s, 1).as_deref(), Some("a.py::t3"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("c.py::t1"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("c.py::t39"));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("h.py::heavy"));
+        assert_eq!(s.remaining(), 77);
     }
 
     #[test]
@@ -734,6 +734,17 @@ mod tests {
             .collect()
     }
 
+    /// Fresh workers take all they may, one after another; what they got.
+    fn steal_all(s: &mut Scheduler) -> Vec<String> {
+        let mut got = Vec::new();
+        for w in 1..100 {
+            while let Some(id) = s.next_for(WorkerId(w)) {
+                got.push(id.to_string());
+            }
+        }
+        got
+    }
+
     fn names(file: &str, range: std::ops::Range<usize>) -> Vec<TestId> {
         range
             .map(|i| TestId::new(format!("{file}::t{i}")))
@@ -754,17 +765,31 @@ mod tests {
 
     #[test]
     fn load_keeps_a_file_on_one_worker_when_balance_allows() {
-        let mut input = light("a.py", 20);
-        input.extend(light("b.py", 20));
-        let mut s = Scheduler::new(input, 2, DistMode::Load);
-        assert_eq!(s.queued_for(WorkerId(0)), names("a.py", 0..20));
-        assert_eq!(s.queued_for(WorkerId(1)), names("b.py", 0..20));
-        for i in 0..20 {
-            assert_eq!(next(&mut s, 1), Some(format!("b.py::t{i}")));
+        // 40 tests a file: each is light (below a 32nd of a worker's share).
+        let mut input = light("a.py", 40);
+        input.extend(light("b.py", 40));
+        input.extend(light("c.py", 40));
+        let mut s = Scheduler::new(input, 3, DistMode::Load);
+        // The ranges go in collection order to whoever asks first.
+        assert_eq!(next(&mut s, 2).as_deref(), Some("a.py::t0"));
+        assert_eq!(s.queued_for(WorkerId(2)), names("a.py", 1..40));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::t0"));
+        assert_eq!(next(&mut s, 1).as_deref(), Some("c.py::t0"));
+        assert_eq!(s.queued_for(WorkerId(1)), names("c.py", 1..40));
+        for i in 1..40 {
+            assert_eq!(next(&mut s, 1), Some(format!("c.py::t{i}")));
         }
-        // gw1 is dry: it splits gw0's file rather than idle.
-        assert_eq!(next(&mut s, 1).as_deref(), Some("a.py::t10"));
-        assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t0"));
+        // gw1 is dry, but what is left comes before its place in the collection.
+        assert_eq!(next(&mut s, 1), None);
+        assert!(!s.has_work_for(WorkerId(1)));
+        for i in 1..40 {
+            assert_eq!(next(&mut s, 2), Some(format!("a.py::t{i}")));
+        }
+        // gw2 is dry: it splits off the tail half of gw0's file, which comes after its
+        // place; gw0 goes on with the first half.
+        assert_eq!(next(&mut s, 2).as_deref(), Some("b.py::t21"));
+        assert_eq!(s.queued_for(WorkerId(2)), names("b.py", 22..40));
+        assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::t1"));
     }
 
     #[test]
@@ -780,7 +805,7 @@ mod tests {
     #[test]
     fn unknown_tests_go_first() {
         let spec = [("a.py::t1", 1.0), ("a.py::t2", 1.0), ("b.py::new", 0.1)];
-        let mut s = Scheduler::with_unknown(tests(&spec), 1, DistMode::Load, &[false, false, true]);
+        let mut s = Scheduler::with_unknown(tests(&spec), 2, DistMode::Load, &[false, false, true]);
         assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::new"));
         assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::t1"));
     }
@@ -816,7 +841,7 @@ mod tests {
             ("a.py::C::t2", 1.0),
             ("b.py::t", 9.0),
         ];
-        let mut s = Scheduler::new(tests(&spec), 1, DistMode::LoadScope);
+        let mut s = Scheduler::new(tests(&spec), 2, DistMode::LoadScope);
         assert_eq!(next(&mut s, 0).as_deref(), Some("b.py::t"));
         assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::C::t0"));
         assert_eq!(next(&mut s, 0).as_deref(), Some("a.py::C::t1"));

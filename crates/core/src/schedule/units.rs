@@ -3,11 +3,11 @@
 //! tests without a recorded time chunked by file; `LoadScope` and `LoadFile`: whole scopes
 //! or files.
 
-use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::test_id::TestId;
 
+use super::plan::lpt_partition;
 use super::steal::{DistMode, SchedTest};
 
 /// `Load` cuts the tests of one file that have no recorded time into pool chunks of at
@@ -25,6 +25,14 @@ const UNKNOWN_PIECES_PER_WORKER: usize = 4;
 /// threshold end a run 7% late; 1/32 cost module setups for no gain.)
 pub(super) const HEAVY_PER_SHARE: u64 = 16;
 
+/// `Load`: a test estimated at a share / `POOL_PER_SHARE` or more goes to the pool too
+/// (heavy): the only tests moved ahead of their place in collection order, as they can
+/// decide the makespan. The others run in collection order on their worker, so the end of
+/// a range may be such a test, and one of a 32nd of a share costs at most 3% there.
+/// (Chosen with `examples/simulate.rs`: 16 left lognormal suites 3% over the bound, 64
+/// and 128 gained nothing more but moved more tests.)
+const POOL_PER_SHARE: u64 = 32;
+
 fn is_heavy(micros: u64, heavy_cap: u64) -> bool {
     micros >= heavy_cap
 }
@@ -40,12 +48,18 @@ pub(super) fn to_micros(secs: f64) -> u64 {
     (secs * 1e6).round().clamp(1.0, MAX) as u64
 }
 
+/// `Item::pos` of a test put back into the queue (pushed back, retried): its place in the
+/// collection is not known, and no worker's order depends on it.
+pub(super) const NO_POS: usize = usize::MAX;
+
 #[derive(Clone, Debug)]
 pub(super) struct Item {
     pub id: TestId,
     pub micros: u64,
     /// `LoadGroup`: its `xdist_group`.
     pub group: Option<String>,
+    /// Its index in the collection, or `NO_POS`. Within a unit, increasing or all `NO_POS`.
+    pub pos: usize,
 }
 
 impl From<SchedTest> for Item {
@@ -54,8 +68,20 @@ impl From<SchedTest> for Item {
             micros: to_micros(test.estimate),
             id: test.id,
             group: test.group,
+            pos: NO_POS,
         }
     }
+}
+
+/// The suite's items, each with its place in the collection.
+pub(super) fn positioned(tests: Vec<SchedTest>) -> Vec<Item> {
+    (0..)
+        .zip(tests)
+        .map(|(pos, test)| Item {
+            pos,
+            ..Item::from(test)
+        })
+        .collect()
 }
 
 /// The unit key of an `xdist_group` (file paths never start like it).
@@ -87,6 +113,9 @@ pub(super) struct Unit {
     /// An `xdist_group` (`LoadGroup`): never split, and once started only its worker takes
     /// from it, like a small class.
     pub whole: bool,
+    /// Came from the shared pool (or was put first): its tests run ahead of their place in
+    /// collection order, so they do not move the worker's place (see `Scheduler::frontier`).
+    pub pooled: bool,
 }
 
 impl Unit {
@@ -103,13 +132,15 @@ impl Unit {
             urgent: false,
             last_class: None,
             whole: false,
+            pooled: false,
         }
     }
 
     /// Splits off the last `n` items as a new, unstarted unit.
     pub fn split_tail(&mut self, n: usize) -> Unit {
         let tail = self.items.split_off(self.items.len() - n);
-        let tail = Unit::new(self.key.clone(), self.order, tail);
+        let mut tail = Unit::new(self.key.clone(), self.order, tail);
+        tail.pooled = self.pooled;
         self.micros -= tail.micros;
         tail
     }
@@ -192,68 +223,43 @@ pub(super) fn locked_len(unit: &Unit, class_cap: u64) -> usize {
     }
 }
 
-/// Forms the units of `tests` (collection order); `unknown[i]` says test `i` has no
-/// recorded time (missing entries: known).
+/// Forms the units of `items` (collection order, see `positioned`); `unknown[pos]` says
+/// the test at that place has no recorded time (missing entries: known).
 pub(super) fn form_units(
-    tests: Vec<SchedTest>,
+    items: Vec<Item>,
     unknown: &[bool],
     workers: usize,
     mode: DistMode,
 ) -> Formed {
-    let items: Vec<Item> = tests.into_iter().map(Item::from).collect();
     let total: u64 = items.iter().map(|i| i.micros).sum();
     let share = total / workers.max(1) as u64;
     let cap = (share / CHUNKS_PER_SHARE).max(1);
     let heavy_cap = (share / HEAVY_PER_SHARE).max(1);
     let units = match mode {
         DistMode::Load | DistMode::LoadGroup => {
-            // `LoadGroup`: each group is one whole unit, in the pool (by size, like a heavy
-            // test: it starts early on whichever worker is free); the rest as `Load`.
-            let mut groups: Vec<Unit> = Vec::new();
-            let (mut rest, mut rest_unknown) = (Vec::new(), Vec::new());
-            let mut index: HashMap<String, usize> = HashMap::new();
-            for (pos, item) in items.into_iter().enumerate() {
-                let guessed = unknown.get(pos).copied().unwrap_or(false);
-                let Some(key) = item
-                    .group
-                    .as_deref()
-                    .filter(|_| mode == DistMode::LoadGroup)
-                else {
-                    rest.push(item);
-                    rest_unknown.push(guessed);
-                    continue;
-                };
-                let key = group_key(key);
-                let slot = *index.entry(key.clone()).or_insert_with(|| {
-                    let mut unit = Unit::new(key, pos, VecDeque::new());
-                    unit.whole = true;
-                    groups.push(unit);
-                    groups.len() - 1
-                });
-                let unit = &mut groups[slot];
-                unit.micros += item.micros;
-                unit.unknown |= guessed;
-                unit.items.push_back(item);
-            }
-            for unit in &mut groups {
-                unit.heavy = is_heavy(unit.micros, heavy_cap);
-                // Pooled like a heavy unit whatever its size; not risky unless heavy or
-                // unknown (the agent sends at most one risky test ahead).
-            }
+            let (groups, rest, rest_unknown) = split_groups(items, unknown, mode, heavy_cap);
             // A guessed estimate can hide a long test anywhere in a file: hand unknown tests
             // out in pieces small enough that every worker gets some early (a long one
             // then starts early, whatever its place), large enough to keep file affinity
             // when most of the suite is new.
             let guessed = rest_unknown.iter().filter(|&&u| u).count();
             let max_guessed_len = (guessed / (UNKNOWN_PIECES_PER_WORKER * workers.max(1))).max(1);
-            let mut units = load_chunks(rest, &rest_unknown, cap, heavy_cap, max_guessed_len);
+            let pool_cap = (share / POOL_PER_SHARE).max(1);
+            let mut units = load_chunks(
+                rest,
+                &rest_unknown,
+                cap,
+                pool_cap,
+                heavy_cap,
+                max_guessed_len,
+            );
             units.extend(groups);
             units
         }
         // Whole scopes and files mix known and guessed tests: ordering them by size (LPT)
         // matters more than running the guesses early, so `unknown` is not used.
         DistMode::LoadScope | DistMode::LoadFile => {
-            let mut units = group_by_key(items, mode, 0);
+            let mut units = group_by_key(items, mode);
             for unit in &mut units {
                 unit.heavy = is_heavy(unit.micros, heavy_cap);
             }
@@ -284,18 +290,62 @@ pub(super) fn form_units(
     }
 }
 
+/// `LoadGroup`: each group is one whole unit, in the pool (by size, like a heavy test: it
+/// starts early on whichever worker is free); the rest as `Load`, with their unknown flags.
+fn split_groups(
+    items: Vec<Item>,
+    unknown: &[bool],
+    mode: DistMode,
+    heavy_cap: u64,
+) -> (Vec<Unit>, Vec<Item>, Vec<bool>) {
+    let mut groups: Vec<Unit> = Vec::new();
+    let (mut rest, mut rest_unknown) = (Vec::new(), Vec::new());
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for item in items {
+        let pos = item.pos;
+        let guessed = unknown.get(pos).copied().unwrap_or(false);
+        let Some(key) = item
+            .group
+            .as_deref()
+            .filter(|_| mode == DistMode::LoadGroup)
+        else {
+            rest.push(item);
+            rest_unknown.push(guessed);
+            continue;
+        };
+        let key = group_key(key);
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
+            let mut unit = Unit::new(key, pos, VecDeque::new());
+            unit.whole = true;
+            groups.push(unit);
+            groups.len() - 1
+        });
+        let unit = &mut groups[slot];
+        unit.micros += item.micros;
+        unit.unknown |= guessed;
+        unit.items.push_back(item);
+    }
+    for unit in &mut groups {
+        // Pooled like a heavy unit whatever its size; not risky unless heavy or unknown
+        // (the agent sends at most one risky test ahead).
+        unit.heavy = is_heavy(unit.micros, heavy_cap);
+    }
+    (groups, rest, rest_unknown)
+}
+
 /// Whole scopes or files: every test of a key in one unit, in collection order, even if
 /// the key's tests are not adjacent (as xdist's loadscope does).
-pub(super) fn group_by_key(items: Vec<Item>, mode: DistMode, order_base: usize) -> Vec<Unit> {
+pub(super) fn group_by_key(items: Vec<Item>, mode: DistMode) -> Vec<Unit> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut units: Vec<Unit> = Vec::new();
-    for (pos, item) in items.into_iter().enumerate() {
+    for item in items {
+        let pos = item.pos;
         let key = key_of(mode, &item.id);
         let unit = match index.get(key) {
             Some(&u) => &mut units[u],
             None => {
                 index.insert(key.to_owned(), units.len());
-                units.push(Unit::new(key.to_owned(), order_base + pos, VecDeque::new()));
+                units.push(Unit::new(key.to_owned(), pos, VecDeque::new()));
                 units.last_mut().expect("just pushed")
             }
         };
@@ -316,29 +366,34 @@ fn load_chunks(
     unknown: &[bool],
     cap: u64,
     heavy_cap: u64,
+    class_cap: u64,
     max_guessed_len: usize,
 ) -> Vec<Unit> {
-    let class_cap = heavy_cap;
     let mut guess: Vec<bool> = (0..items.len())
         .map(|pos| unknown.get(pos).copied().unwrap_or(false))
         .collect();
+    // A test of a small class is never pooled alone, even when it is long enough (the
+    // pool's threshold is below the class cap): that would cut the class.
+    let mut in_class = vec![false; items.len()];
     let mut start = 0;
     for (len, _) in blocks(&items, class_cap) {
         let block = &mut guess[start..start + len];
         if block.contains(&true) {
             block.fill(true);
         }
+        in_class[start..start + len].fill(len > 1);
         start += len;
     }
     let mut units = Vec::new();
     let mut segment: Vec<(usize, Item)> = Vec::new();
-    let mut guessed: Vec<(usize, Item)> = Vec::new();
-    for (pos, item) in items.into_iter().enumerate() {
-        if guess[pos] {
-            guessed.push((pos, item));
+    let mut guessed: Vec<(usize, Item, bool)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let pos = item.pos;
+        if guess[i] {
+            guessed.push((pos, item, in_class[i]));
             continue;
         }
-        let heavy = is_heavy(item.micros, heavy_cap);
+        let heavy = is_heavy(item.micros, heavy_cap) && !in_class[i];
         let same_file = segment
             .last()
             .is_some_and(|(_, last)| last.id.file() == item.id.file());
@@ -352,21 +407,43 @@ fn load_chunks(
         }
     }
     close_run(&mut segment, &mut units);
-    let mut by_file: Vec<Vec<(usize, Item)>> = Vec::new();
+    guessed_units(
+        guessed,
+        cap,
+        heavy_cap,
+        class_cap,
+        max_guessed_len,
+        &mut units,
+    );
+    units
+}
+
+/// Tests without a recorded time (with whether each is in a small class): all of one file
+/// together, heavy ones alone, the rest in pieces of about `max_len` tests cut into chunks
+/// of at most about `cap`.
+fn guessed_units(
+    guessed: Vec<(usize, Item, bool)>,
+    cap: u64,
+    heavy_cap: u64,
+    class_cap: u64,
+    max_len: usize,
+    units: &mut Vec<Unit>,
+) {
+    let mut by_file: Vec<Vec<(usize, Item, bool)>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    for (pos, item) in guessed {
+    for (pos, item, in_class) in guessed {
         let file = item.id.file().to_owned();
         let slot = *index.entry(file).or_insert_with(|| {
             by_file.push(Vec::new());
             by_file.len() - 1
         });
-        by_file[slot].push((pos, item));
+        by_file[slot].push((pos, item, in_class));
     }
     for group in by_file {
         let start = units.len();
         let mut rest = Vec::new();
-        for (pos, item) in group {
-            if is_heavy(item.micros, heavy_cap) {
+        for (pos, item, in_class) in group {
+            if is_heavy(item.micros, heavy_cap) && !in_class {
                 units.push(heavy_unit(pos, item));
             } else {
                 rest.push((pos, item));
@@ -376,18 +453,17 @@ fn load_chunks(
         let mut lens = blocks(rest.iter().map(|(_, item)| item), class_cap).into_iter();
         while !rest.is_empty() {
             let mut n = 0;
-            while n < max_guessed_len {
+            while n < max_len {
                 let Some((len, _)) = lens.next() else { break };
                 n += len;
             }
             let mut piece: Vec<(usize, Item)> = rest.drain(..n).collect();
-            cut_segment(&mut piece, cap, class_cap, &mut units);
+            cut_segment(&mut piece, cap, class_cap, units);
         }
         for unit in &mut units[start..] {
             unit.unknown = true;
         }
     }
-    units
 }
 
 fn close_run(run: &mut Vec<(usize, Item)>, units: &mut Vec<Unit>) {
@@ -467,7 +543,10 @@ fn place(
 /// contiguous ranges of equal estimate (McNaughton's wrap-around rule, at block boundaries:
 /// a block, see `blocks`, goes to the range its midpoint falls in). Balanced to within a
 /// block, and at most `workers - 1` files are split, so each worker sets up as few modules
-/// as possible. The units of a range are its runs of one file.
+/// as possible. The units of a range are its runs of one file, in collection order: a
+/// worker runs its tests in pytest's order and never comes back to a file it has left
+/// (a later file's test may change module state an earlier file reads, as with xdist's
+/// `load`, which gives each worker a subsequence of the collection).
 pub(super) fn contiguous_ranges(
     runs: Vec<Unit>,
     workers: usize,
@@ -475,35 +554,139 @@ pub(super) fn contiguous_ranges(
 ) -> Vec<VecDeque<Unit>> {
     let workers = workers.max(1);
     let total: u64 = runs.iter().map(|u| u.micros).sum();
+    let ends = range_ends(total, workers);
     let mut out: Vec<VecDeque<Unit>> = vec![VecDeque::new(); workers];
     let mut before: u64 = 0;
     for run in runs {
         let block_lens = blocks(&run.items, class_cap);
-        let mut items = (run.order..).zip(run.items);
+        let mut items = run.items.into_iter();
         for (len, micros) in block_lens {
             let mid = u128::from(before) * 2 + u128::from(micros);
-            let w = (mid * workers as u128 / (u128::from(total) * 2)).min(workers as u128 - 1);
+            let r = ends.partition_point(|&e| e * 2 <= mid).min(ends.len() - 1);
             before += micros;
-            let range = &mut out[w as usize];
-            for (pos, item) in items.by_ref().take(len) {
+            let range = &mut out[r % workers];
+            for item in items.by_ref().take(len) {
                 match range.back_mut() {
                     Some(unit) if unit.key == run.key => {
                         unit.micros += item.micros;
                         unit.items.push_back(item);
                     }
-                    _ => range.push_back(Unit::new(run.key.clone(), pos, VecDeque::from([item]))),
+                    _ => range.push_back(Unit::new(
+                        run.key.clone(),
+                        item.pos,
+                        VecDeque::from([item]),
+                    )),
                 }
             }
         }
     }
-    for range in &mut out {
-        // Runs holding the longest tests first: the tail, which thieves take and which runs
-        // last, is then made of short tests, so the run ends evenly.
-        range
-            .make_contiguous()
-            .sort_by_key(|u| (Reverse(u.items.iter().map(|i| i.micros).max()), u.order));
-    }
     out
+}
+
+/// The per-worker deques of the seeded (light) units: contiguous ranges in `Load`; in
+/// `LoadScope`/`LoadFile` whole units by LPT (longest first onto the least-loaded worker),
+/// each worker's then run in collection order.
+pub(super) fn seed(
+    seeded: Vec<Unit>,
+    workers: usize,
+    mode: DistMode,
+    class_cap: u64,
+) -> Vec<VecDeque<Unit>> {
+    match mode {
+        DistMode::Load | DistMode::LoadGroup => contiguous_ranges(seeded, workers, class_cap),
+        DistMode::LoadScope | DistMode::LoadFile => {
+            let weights: Vec<f64> = seeded.iter().map(|u| u.micros as f64).collect();
+            let plan = lpt_partition(&weights, workers);
+            let mut slots: Vec<Option<Unit>> = seeded.into_iter().map(Some).collect();
+            plan.into_iter()
+                .map(|bin| {
+                    let mut units: Vec<Unit> = bin
+                        .into_iter()
+                        .map(|i| slots[i].take().expect("each unit planned once"))
+                        .collect();
+                    units.sort_by_key(|u| u.order);
+                    units.into()
+                })
+                .collect()
+        }
+    }
+}
+
+/// Takes the tests of `first` out of `items`, as the units to hand out before all others,
+/// in collection order: each test alone, with its whole group in `LoadGroup`, with its
+/// whole scope or file in `LoadScope`/`LoadFile`. Returns them and the rest.
+pub(super) fn take_first(
+    items: Vec<Item>,
+    mode: DistMode,
+    first: &HashSet<TestId>,
+) -> (Vec<Unit>, Vec<Item>) {
+    if first.is_empty() {
+        return (Vec::new(), items);
+    }
+    let whole_key = |item: &Item| -> Option<String> {
+        match mode {
+            DistMode::Load => None,
+            DistMode::LoadGroup => item.group.as_deref().map(group_key),
+            DistMode::LoadScope | DistMode::LoadFile => Some(key_of(mode, &item.id).to_owned()),
+        }
+    };
+    let keys: HashSet<String> = items
+        .iter()
+        .filter(|i| first.contains(&i.id))
+        .filter_map(whole_key)
+        .collect();
+    let (ahead, rest): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|i| first.contains(&i.id) || whole_key(i).is_some_and(|k| keys.contains(&k)));
+    let mut units: Vec<Unit> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for item in ahead {
+        let Some(key) = whole_key(&item) else {
+            let key = item.id.file().to_owned();
+            units.push(Unit::new(key, item.pos, VecDeque::from([item])));
+            continue;
+        };
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
+            let mut unit = Unit::new(key, item.pos, VecDeque::new());
+            unit.whole = mode == DistMode::LoadGroup;
+            units.push(unit);
+            units.len() - 1
+        });
+        units[slot].micros += item.micros;
+        units[slot].items.push_back(item);
+    }
+    (units, rest)
+}
+
+/// Cumulative ends (micros) of the `workers` equal ranges.
+fn range_ends(total: u64, workers: usize) -> Vec<u128> {
+    (1..=workers as u128)
+        .map(|w| u128::from(total) * w / workers as u128)
+        .collect()
+}
+
+/// One worker (`-n 1`), in `Load`: the whole suite in collection order, as plain pytest
+/// runs it, in runs of consecutive tests of one file; nothing is pooled. In `LoadScope` and
+/// `LoadFile`: whole scopes or files, in the order of their first tests.
+pub(super) fn in_collection_order(items: Vec<Item>, mode: DistMode) -> VecDeque<Unit> {
+    if mode != DistMode::Load {
+        return group_by_key(items, mode).into();
+    }
+    let mut units: VecDeque<Unit> = VecDeque::new();
+    for item in items {
+        match units.back_mut() {
+            Some(unit) if unit.key == item.id.file() => {
+                unit.micros += item.micros;
+                unit.items.push_back(item);
+            }
+            _ => units.push_back(Unit::new(
+                item.id.file().to_owned(),
+                item.pos,
+                VecDeque::from([item]),
+            )),
+        }
+    }
+    units
 }
 
 #[cfg(test)]
@@ -543,7 +726,7 @@ mod tests {
     }
 
     fn items(tests: &[SchedTest]) -> Vec<Item> {
-        tests.iter().map(|t| Item::from(t.clone())).collect()
+        positioned(tests.to_vec())
     }
 
     #[test]
@@ -561,7 +744,14 @@ mod tests {
             ("a.py::t5", 2.0),
             ("a.py::t6", 0.5),
         ]);
-        let units = load_chunks(items(&input), &[], 2_000_000, 2_000_000, usize::MAX);
+        let units = load_chunks(
+            items(&input),
+            &[],
+            2_000_000,
+            2_000_000,
+            2_000_000,
+            usize::MAX,
+        );
         assert_eq!(
             shape(&units),
             vec![
@@ -595,7 +785,7 @@ mod tests {
             ("b.py::t1", 1.0),
             ("a.py::D::t4", 1.0),
         ]);
-        let scope = group_by_key(items(&input), DistMode::LoadScope, 0);
+        let scope = group_by_key(items(&input), DistMode::LoadScope);
         assert_eq!(
             shape(&scope),
             vec![
@@ -605,7 +795,7 @@ mod tests {
                 vec!["a.py::D::t4"],
             ]
         );
-        let file = group_by_key(items(&input), DistMode::LoadFile, 0);
+        let file = group_by_key(items(&input), DistMode::LoadFile);
         assert_eq!(
             shape(&file),
             vec![
@@ -621,7 +811,7 @@ mod tests {
         assert_eq!(file[0].micros, 4_000_000);
         // On 1 worker the cap is 5 s / 8: every unit is heavy, so all are pooled, longest
         // first, whether or not their tests have recorded times.
-        let formed = form_units(input.clone(), &[], 1, DistMode::LoadFile);
+        let formed = form_units(items(&input), &[], 1, DistMode::LoadFile);
         assert_eq!(
             formed
                 .pooled
@@ -630,16 +820,22 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["a.py", "b.py"]
         );
-        let formed = form_units(input, &[false, false, false, true], 1, DistMode::LoadScope);
+        let formed = form_units(
+            items(&input),
+            &[false, false, false, true],
+            1,
+            DistMode::LoadScope,
+        );
         let keys: Vec<_> = formed.pooled.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(keys, ["a.py::C", "a.py", "b.py", "a.py::D"]);
     }
 
     #[test]
     fn unknown_tests_are_pooled_first() {
-        // 10.1 s on 1 worker: heavy from 0.63 s. Unknown tests of a file are chunked
-        // together, apart from the known ones, in pieces of at most
-        // unknown / (UNKNOWN_PIECES_PER_WORKER * workers) tests: 4 / 4 = 1 here.
+        // 10.1 s on 1 worker: known tests from 0.32 s are pooled (a 32nd of a share).
+        // Unknown tests of a file are chunked together, apart from the known ones, in
+        // pieces of at most unknown / (UNKNOWN_PIECES_PER_WORKER * workers) tests: 4 / 4 = 1
+        // here.
         let input = tests(&[
             ("a.py::t1", 0.5),
             ("a.py::new1", 0.1),
@@ -650,7 +846,7 @@ mod tests {
             ("c.py::new", 3.8),
         ]);
         let formed = form_units(
-            input,
+            items(&input),
             &[false, true, true, false, true, false, true],
             1,
             DistMode::Load,
@@ -662,10 +858,12 @@ mod tests {
                 vec!["a.py::new2"],
                 vec!["a.py::new3"],
                 vec!["c.py::new"],
-                vec!["b.py::big"]
+                vec!["b.py::big"],
+                vec!["a.py::t1"],
+                vec!["a.py::t2"],
             ]
         );
-        assert_eq!(shape(&formed.seeded), vec![vec!["a.py::t1", "a.py::t2"]]);
+        assert!(formed.seeded.is_empty());
     }
 
     #[test]
@@ -680,10 +878,10 @@ mod tests {
             ("c.py::t2", 0.5),
             ("d.py::t1", 1.5),
         ]);
-        let mut runs = load_chunks(items(&input), &[], 1, 5_000_000, usize::MAX);
+        let mut runs = load_chunks(items(&input), &[], 1, 5_000_000, 5_000_000, usize::MAX);
         runs.retain(|u| !u.heavy);
         // 7 s of light tests: 3.5 s each; b.py::t1's midpoint (2.75 s) is in the first
-        // half. Each range lists its runs by their longest test.
+        // half. Each range keeps collection order.
         let shapes: Vec<Vec<String>> = contiguous_ranges(runs, 2, 5_000_000)
             .into_iter()
             .map(|mut r| {
@@ -696,8 +894,8 @@ mod tests {
         assert_eq!(
             shapes,
             vec![
-                vec!["b.py::t1", "a.py::t1 a.py::t2"],
-                vec!["d.py::t1", "a.py::t3", "c.py::t1 c.py::t2"],
+                vec!["a.py::t1 a.py::t2", "b.py::t1"],
+                vec!["a.py::t3", "c.py::t1 c.py::t2", "d.py::t1"],
             ]
         );
     }

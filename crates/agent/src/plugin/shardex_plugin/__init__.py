@@ -1,6 +1,9 @@
 """shardex's pytest plugin: the Python side of the agent's worker pool. PYTEST_DONT_REWRITE
 
-Loaded in processes the agent starts. Two roles:
+Loaded in processes the agent starts, by a bootstrap (plugin/mod.rs) that imports it from
+the run folder, hands it the launch values with ``launched`` and runs pytest as
+``python -m pytest -p shardex_plugin ...`` would: nothing of shardex is left on sys.path
+or in the environment the tests see. Two roles:
 
 * zygote (mode ``zygote``): runs pytest's configuration and collection once, reports the
   collected items, then forks a worker per slot on the agent's request (zygote.py).
@@ -19,18 +22,31 @@ from __future__ import annotations
 
 import pytest
 
-from . import forkcheck, internals, retries
+from . import consumed, forkcheck, internals, retries
 from .settings import LAUNCH
 
-# Before any conftest is imported: where each thread is started, for the zygote's warning
-# about threads alive at a fork.
-if LAUNCH.mode == "zygote":
-    forkcheck.install()
+
+def launched(mode: str, socket: str, secret: str = "") -> None:
+    """Called by the bootstrap before pytest starts: this process's role and how to reach
+    the agent."""
+    LAUNCH.mode, LAUNCH.socket, LAUNCH.secret = mode, socket, secret
+    if mode == "zygote":
+        # Before any conftest is imported: where each thread is started, for the
+        # zygote's warning about threads alive at a fork.
+        forkcheck.install()
 
 
 def pytest_addoption(parser) -> None:
     if LAUNCH.active():
         retries.add_options(parser)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_cmdline_main(config):
+    # Before xdist's own: -n from addopts must not start an xdist controller here.
+    if LAUNCH.active():
+        consumed.take_xdist_options(config)
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

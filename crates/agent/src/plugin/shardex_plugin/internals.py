@@ -20,7 +20,8 @@ differ:
     a warning as the warnings summary prints it.
 ``_pytest.junitxml.LogXML`` / ``xml_key``
     pytest's own junitxml machinery, its ``StashKey`` in ``config.stash`` (>= 7.0)
-    and its bookkeeping: ``node_reporters_ordered``, ``node_reporters``,
+    and its bookkeeping: its hook methods ``pytest_collectreport`` /
+    ``pytest_runtest_logreport`` called directly, ``node_reporters_ordered``, ``node_reporters``,
     ``open_reports``, ``stats``, ``cnt_double_fail_tests``, ``_NodeReporter.to_xml()``
     (an ElementTree element on both versions).
 ``OptionGroup._addoption``
@@ -97,6 +98,39 @@ def verbosity(config) -> int:
 # -- junitxml ------------------------------------------------------------------
 
 
+def take_users_logxml(config) -> str | None:
+    """pytest's own JUnit writer, registered when ``--junitxml`` came through addopts or
+    PYTEST_ADDOPTS: unregistered (shardex writes that report, with every worker's
+    testcases); returns the absolute path it would have written."""
+    existing = config.stash.get(xml_key, None)
+    if existing is None:
+        return None
+    if config.pluginmanager.is_registered(existing):
+        config.pluginmanager.unregister(existing)
+    del config.stash[xml_key]
+    return existing.logfile
+
+
+def pytest_timeout_active(config) -> bool:
+    return config.pluginmanager.hasplugin("timeout") and hasattr(config, "_env_timeout")
+
+
+def pytest_timeout_env(config):
+    """pytest-timeout's timeout for the run (its --timeout, PYTEST_TIMEOUT or ini)."""
+    return getattr(config, "_env_timeout", None)
+
+
+def set_pytest_timeout_env(config, value) -> None:
+    config._env_timeout = value
+
+
+def pytest_timeout_marker_secs(item, marker):
+    """The timeout a ``timeout`` marker gives, as pytest-timeout reads it."""
+    import pytest_timeout
+
+    return pytest_timeout._get_item_settings(item, marker).timeout
+
+
 def new_logxml(config) -> LogXML:
     """A LogXML writing nowhere, registered where record_xml_attribute and
     record_testsuite_property look for it."""
@@ -120,6 +154,14 @@ def forget_logxml(config, logxml) -> None:
             del config.stash[xml_key]
         except KeyError:
             pass
+
+
+def logxml_feed(logxml, report, collect: bool) -> None:
+    """A report, as junitxml's own hooks take it."""
+    if collect:
+        logxml.pytest_collectreport(report)
+    else:
+        logxml.pytest_runtest_logreport(report)
 
 
 def logxml_mark(logxml) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from . import internals
-from .settings import SETTINGS
+from .consumed import junit_wanted
 
 NO_JUNIT = {"xml": "", "passed": 0, "failures": 0, "errors": 0, "skipped": 0, "double": 0}
 
@@ -20,15 +20,15 @@ class JunitRecorder:
         self.mark = internals.logxml_mark(self.logxml)
 
     def collect(self, report) -> None:
-        self.logxml.pytest_collectreport(report)
+        internals.logxml_feed(self.logxml, report, collect=True)
 
     def log(self, report) -> None:
-        if SETTINGS.junit:
-            self.logxml.pytest_runtest_logreport(report)
+        if junit_wanted():
+            internals.logxml_feed(self.logxml, report, collect=False)
 
     def take(self) -> dict:
         """The testcases since the last take, and how the counters moved."""
-        if not SETTINGS.junit:
+        if not junit_wanted():
             return NO_JUNIT
         elements, moved = internals.logxml_take(self.logxml, self.mark)
         self.mark = internals.logxml_mark(self.logxml)

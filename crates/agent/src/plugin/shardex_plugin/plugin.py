@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pluggy
 import pytest
 
-from . import internals, retries
+from . import consumed, internals, retries
 from .channel import Channel, connect
 from .cov import coverage_failure
 from .early_stop import announce_hard_failure
@@ -19,7 +19,7 @@ from .junit import JunitRecorder
 from .reports import collect_message, phase_report, render_summary
 from .settings import LAUNCH, SETTINGS
 from .worker import Worker, become_worker, restart_capture_into_rundir, set_worker_basetemp, spawn_basetemp_root
-from .zygote import Zygote, collectionfinish_lines, item_info
+from .zygote import Zygote, collectionfinish_lines, failed_before, item_info
 
 
 class ShardexPlugin:
@@ -48,6 +48,9 @@ class ShardexPlugin:
         # The agent renders the terminal output; pytest's own reporter in these processes
         # writes to nowhere (stdout stays free for tests' prints under -s).
         internals.mute_reporter(self.config)
+        # --junitxml / -n / --timeout that reached pytest through addopts (consumed.py).
+        consumed.take_junitxml(self.config)
+        consumed.take_timeouts(self.config)
         self.junit = JunitRecorder(self.config)
         if role == "worker":
             capman = internals.capture_manager(self.config)
@@ -94,6 +97,7 @@ class ShardexPlugin:
             "rerunfailures_installed": retries.rerunfailures_installed(),
             "durations": config.option.durations,
             "durations_min": config.option.durations_min,
+            **consumed.session_fields(),
         }
 
     # -- hooks ---------------------------------------------------------------
@@ -202,6 +206,7 @@ class ShardexPlugin:
                 "deselected": self.deselected,
                 "errors": self.collect_errors,
                 "report_lines": collectionfinish_lines(session),
+                "failed_before": [] if interrupted else failed_before(session),
             }
         )
         if interrupted or session.config.option.collectonly:

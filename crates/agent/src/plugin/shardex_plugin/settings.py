@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 # The version of the `configure` message this plugin reads (SETTINGS_VERSION in protocol.rs).
 SETTINGS_VERSION = 1
 
@@ -13,12 +11,13 @@ class ProtocolError(RuntimeError):
 
 
 class Launch:
-    """What the agent told this process when it started it."""
+    """What the agent told this process when it started it: set by the bootstrap (see
+    plugin/mod.rs), which takes it out of the environment before anything else runs."""
 
     def __init__(self) -> None:
-        self.mode = os.environ.get("SHARDEX_MODE", "")
-        self.socket = os.environ.get("SHARDEX_SOCKET", "")
-        self.secret = os.environ.get("SHARDEX_SECRET", "")
+        self.mode = ""
+        self.socket = ""
+        self.secret = ""
 
     def active(self) -> bool:
         return self.mode in ("zygote", "worker") and bool(self.socket)
@@ -41,6 +40,8 @@ class RunSettings:
         self.loadgroup = False
         # Per-worker stderr, capture and result-spool files go there.
         self.rundir = ""
+        # shardex's --timeout (seconds), for pytest-timeout's precedence (consumed.py).
+        self.timeout: float | None = None
 
     def apply(self, msg) -> None:
         """Takes every setting from a `configure` message."""
@@ -58,6 +59,8 @@ class RunSettings:
             self.junit = bool(msg["junit"])
             self.loadgroup = bool(msg["loadgroup"])
             self.rundir = str(msg["rundir"])
+            timeout = msg.get("timeout")
+            self.timeout = None if timeout is None else float(timeout)
         except (KeyError, TypeError, ValueError) as error:
             raise ProtocolError(f"malformed configure message: {error!r}") from error
 

@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from . import internals
+from .consumed import item_timeout, loadgroup
 from .cov import coverage_in_fork, save_coverage
 from .forkcheck import before_fork
 from .retries import flaky_marker, retry_rules
@@ -27,12 +28,24 @@ def item_info(item) -> dict:
     marker = flaky_marker(item)
     if marker is not None:
         info["retry"] = retry_rules(item, marker)
-    if SETTINGS.loadgroup:
+    info.update(item_timeout(item))
+    if loadgroup():
         # pytest-xdist's name for the group (its WorkerInteractor, --dist loadgroup).
         group = item.get_closest_marker("xdist_group")
         if group is not None:
             info["group"] = str(group.args[0] if group.args else group.kwargs.get("name", "default"))
     return info
+
+
+def failed_before(session) -> list:
+    """Collected tests that failed in the previous run (pytest's cache): under -x/--maxfail
+    the agent schedules them first, so a failure shows as early as possible."""
+    plugin = internals.lastfailed_plugin(session.config)
+    if plugin is None:
+        return []
+    # pytest 9 keys the dict by NodeId objects, older versions by strings.
+    failed = {str(key) for key in plugin.lastfailed}
+    return [item.nodeid for item in session.items if item.nodeid in failed]
 
 
 def collectionfinish_lines(session) -> list:
@@ -116,6 +129,9 @@ class Zygote:
         while msg is not None:
             if msg["t"] == "fork":
                 self._fork(msg["slot"], wake_r, wake_w)
+            elif msg["t"] == "configure":
+                # Settings pytest's own options changed (-n from addopts): before any fork.
+                SETTINGS.apply(msg)
             elif msg["t"] == "results":
                 update_lastfailed(self.plugin.config, msg["failed"], msg["passed"])
             elif msg["t"] == "exit":

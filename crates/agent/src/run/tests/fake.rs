@@ -95,7 +95,9 @@ impl Launcher for FakeLauncher {
         _stderr: std::path::PathBuf,
         _events: &UnboundedSender<RawEvent>,
     ) -> std::io::Result<u32> {
-        unimplemented!("the fake plays fork mode only")
+        Err(std::io::Error::other(
+            "the fake Python side plays fork mode only",
+        ))
     }
 
     fn signal(&mut self, pgid: u32, signal: Signal) {
@@ -135,7 +137,7 @@ async fn zygote(
         rootdir: std::env::temp_dir().display().to_string(),
         ..SessionInfo::default()
     };
-    send(&events, ZYGOTE_CONN, FromPython::Session(session));
+    send(&events, ZYGOTE_CONN, FromPython::Session(Box::new(session)));
     let items = world
         .lock()
         .unwrap()
@@ -147,6 +149,8 @@ async fn zygote(
             line: Some(0),
             retry: None,
             group: None,
+            timeout: None,
+            timeout_in_worker: false,
         })
         .collect();
     let collection = Collection {

@@ -278,7 +278,7 @@ async fn an_idle_worker_steals_from_the_tail_of_a_busy_one() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_signal_stops_the_workers_and_what_did_not_finish_is_not_run() {
+async fn a_signal_stops_the_workers_and_the_running_test_fails_as_interrupted() {
     let mut setup = Setup::new(
         1,
         vec![
@@ -289,8 +289,24 @@ async fn a_signal_stops_the_workers_and_what_did_not_finish_is_not_run() {
     setup.signal_at = Some((Duration::from_secs(2), "SIGTERM"));
     let (summary, world, start) = setup.run().await;
     assert_eq!(summary.interrupted.as_deref(), Some("SIGTERM"));
-    assert_eq!(finals(&summary), vec![("a.py::quick", Outcome::Passed)]);
-    assert_eq!(summary.not_run, vec![TestId::new("a.py::hangs")]);
+    assert_eq!(
+        finals(&summary),
+        vec![
+            ("a.py::quick", Outcome::Passed),
+            ("a.py::hangs", Outcome::Failed)
+        ]
+    );
+    let message = summary.results[1].reports[0]
+        .crash_message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Interrupted: a.py::hangs was running for 2.0 s when the run was stopped by SIGTERM"
+        ),
+        "{message}"
+    );
+    assert!(summary.not_run.is_empty(), "{:?}", summary.not_run);
     let world = world.lock().unwrap();
     let (_, sig, at) = world
         .signals
