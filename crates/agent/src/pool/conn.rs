@@ -135,13 +135,13 @@ where
     })
 }
 
-/// The hello's role, slot and pid, or why the connection is refused.
-/// `Ok(None)`: a hello without the run's secret, to be dropped unheard.
-fn check_hello(line: &[u8], secret: &str) -> Result<Option<(Role, Option<String>, u32)>, String> {
+/// The hello's role, slot and pid; `None` when it lacks the run's secret (dropped unheard);
+/// the reason when the connection is refused.
+type Hello = (Role, Option<String>, u32);
+
+fn check_hello(line: &[u8], secret: &str) -> Result<Option<Hello>, String> {
     match serde_json::from_slice::<FromPython>(line) {
-        Ok(FromPython::Hello { secret: given, .. }) if given.as_deref() != Some(secret) => {
-            Ok(None)
-        }
+        Ok(FromPython::Hello { secret: given, .. }) if given.as_deref() != Some(secret) => Ok(None),
         Ok(FromPython::Hello {
             v, role, slot, pid, ..
         }) if v == PROTOCOL_VERSION => Ok(Some((role, slot, pid))),

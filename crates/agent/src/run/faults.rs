@@ -326,14 +326,22 @@ impl Run<'_> {
     }
 
     /// A test ended the session (`pytest.exit`, `KeyboardInterrupt`): the run ends as
-    /// pytest's would. That test has no result (as in pytest); the worker tears down its
-    /// fixtures and exits by itself; the others are stopped.
+    /// pytest's would. The worker tears down its fixtures and exits by itself; the others
+    /// are stopped.
     pub(super) fn on_session_exit(&mut self, slot: usize, exit: SessionExit) {
         if self.summary.session_exit.is_some() || matches!(self.phase, Phase::Aborting { .. }) {
             return;
         }
         tracing::debug!(slot = %WorkerId(slot), ?exit, "a test ended the session");
         self.summary.session_exit = Some(exit);
+        // Nothing that was running has a result: the test that ended the session (as in
+        // pytest), and the others' tests, cut short by the end (not run, not interrupted
+        // failures: the session's end is the one outcome).
+        for lane in &mut self.lanes {
+            if let Some(running) = lane.queue_mut().and_then(|q| q.running.take()) {
+                self.summary.not_run.push(running.id);
+            }
+        }
         self.abort_but(Some(slot), "a test ended the session");
     }
 
