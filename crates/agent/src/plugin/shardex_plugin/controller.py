@@ -96,6 +96,14 @@ def look_like_xdist(config) -> None:
     config.option.numprocesses = max(1, SETTINGS.worker_count)
 
 
+def forget_xdist_look(config) -> None:
+    """No worker ran (collection errors, --collect-only, nothing collected): the session
+    ends as plain pytest's, so plugins expect no worker reports (syrupy would otherwise
+    warn that it received none)."""
+    config.option.dist = "no"
+    config.option.numprocesses = None
+
+
 class _Gateway:
     def __init__(self, slot: str) -> None:
         self.id = slot

@@ -13,7 +13,7 @@ import pytest
 
 from . import consumed, internals, retries
 from .channel import Channel, connect
-from .controller import look_like_xdist
+from .controller import forget_xdist_look, look_like_xdist
 from .cov import coverage_failure
 from .early_stop import announce_hard_failure
 from .ending import plugin_notes
@@ -225,10 +225,14 @@ class ShardexPlugin:
             }
         )
         if interrupted or session.config.option.collectonly:
+            forget_xdist_look(session.config)
             return None  # pytest's own loop raises Interrupted / returns for --collect-only
         plugin_notes(self, session)
         if LAUNCH.mode == "zygote":
-            Zygote(self, session).serve()
+            zygote = Zygote(self, session)
+            zygote.serve()
+            if not zygote.forked_any:
+                forget_xdist_look(session.config)
         else:
             become_worker(self, os.environ.get("PYTEST_XDIST_WORKER", "gw0"), forked=False)
             demote(self.config)

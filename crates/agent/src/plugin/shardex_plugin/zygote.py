@@ -86,6 +86,8 @@ class Zygote:
         self.plugin = plugin
         self.session = session
         self.children: dict[int, str] = {}
+        # Whether any worker was forked (else the session ends as plain pytest's).
+        self.forked_any = False
         # The zygote plays xdist's controller when a plugin reads what workers did.
         replay, nodes = decide(plugin.config)
         self.controller = Controller(plugin.config, session, replay) if nodes else None
@@ -197,6 +199,7 @@ class Zygote:
         except OSError:
             pass
         self.children[pid] = slot
+        self.forked_any = True
         if controller is not None:
             os.close(pipe_w)
             controller.forked(slot, pipe_r)

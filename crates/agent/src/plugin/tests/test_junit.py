@@ -59,8 +59,9 @@ def _cases(xml: str) -> list:
 def test_same_testcases_as_pytest_junitxml(pytester):
     pytester.makepyfile(test_mod=SOURCE)
     recording = Recording()
-    pytester.runpytest_inprocess("-o", "junit_family=xunit1", plugins=[recording])
-    pytester.runpytest_inprocess("-o", "junit_family=xunit1", "--junitxml=out.xml")
+    # Both runs in file order (pytest-randomly, when installed, would shuffle each its own way).
+    pytester.runpytest_inprocess("-p", "no:randomly", "-o", "junit_family=xunit1", plugins=[recording])
+    pytester.runpytest_inprocess("-p", "no:randomly", "-o", "junit_family=xunit1", "--junitxml=out.xml")
     theirs = _cases(ET.tostring(ET.parse(pytester.path / "out.xml").getroot(), encoding="unicode"))
     ours = []
     for name in ("test_pass", "test_fail", "test_fail_and_teardown_error", "test_skip"):

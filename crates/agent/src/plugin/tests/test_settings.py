@@ -22,6 +22,7 @@ CONFIGURE = {
     "junit": False,
     "loadgroup": True,
     "rundir": "/tmp/somewhere",
+    "timeout": 2.5,
 }
 
 
@@ -37,7 +38,14 @@ def test_apply_takes_every_setting():
         "junit": False,
         "loadgroup": True,
         "rundir": "/tmp/somewhere",
+        "timeout": 2.5,
     }
+
+
+def test_timeout_is_optional():
+    settings = RunSettings()
+    settings.apply({k: v for k, v in CONFIGURE.items() if k != "timeout"})
+    assert settings.timeout is None
 
 
 @pytest.mark.parametrize(
