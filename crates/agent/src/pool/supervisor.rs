@@ -109,6 +109,8 @@ struct PoolSlot {
 struct Zygote {
     pid: u32,
     tx: Option<UnboundedSender<ToPython>>,
+    /// It connected once (a zygote that ends before connecting never disconnects).
+    connected: bool,
     exited: bool,
     disconnected: bool,
 }
@@ -334,7 +336,16 @@ impl Pool {
     pub fn zygote_gone(&self) -> bool {
         self.zygote
             .as_ref()
-            .is_none_or(|z| z.exited && z.disconnected)
+            .is_none_or(|z| z.exited && (z.disconnected || !z.connected))
+    }
+
+    /// SIGINT to the zygote's group: interrupted while it collects, pytest ends its session
+    /// as on Ctrl-C (its own "Interrupted" lines, its cache).
+    pub fn interrupt_zygote(&mut self) {
+        if let Some(z) = self.zygote.as_ref().filter(|z| !z.exited) {
+            tracing::debug!(pid = z.pid, "interrupting the zygote");
+            self.launcher.signal(z.pid, Signal::SIGINT);
+        }
     }
 
     pub fn zygote_stderr_tail(&self) -> String {
@@ -518,6 +529,7 @@ impl Pool {
                     return None; // not the process we started
                 }
                 z.tx = Some(tx);
+                z.connected = true;
                 self.conns.insert(conn, Peer::Zygote);
                 Some(PoolEvent::Connected(Peer::Zygote))
             }

@@ -127,6 +127,11 @@ impl Run<'_> {
     }
 
     fn on_collected(&mut self, peer: Peer, collection: Collection) -> Result<(), AgentError> {
+        if self.phase != Phase::Collecting && self.collection.is_none() {
+            // Interrupted while collecting: nothing starts.
+            self.collection = Some(collection);
+            return Ok(());
+        }
         if let Some(reference) = &self.collection {
             // A spawn-mode worker collected for itself: it must see the same tests.
             if let Peer::Worker(slot) = peer {

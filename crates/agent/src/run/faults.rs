@@ -357,6 +357,10 @@ impl Run<'_> {
             return;
         }
         tracing::debug!(why, "aborting the run");
+        if self.phase == Phase::Collecting {
+            // No worker runs yet: the zygote is interrupted as pytest would be on Ctrl-C.
+            self.pool.interrupt_zygote();
+        }
         if let Some(queue) = self.queue.as_mut() {
             self.summary.not_run.extend(queue.stop());
         }
