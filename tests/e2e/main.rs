@@ -7,6 +7,7 @@ mod faults;
 mod hermetic;
 mod nodes;
 mod options;
+mod order;
 mod parity;
 mod pytest7;
 mod retry;

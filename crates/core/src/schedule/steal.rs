@@ -22,7 +22,10 @@
 //! (long ones, new ones) run ahead of their place. A thief takes about half of the victim's
 //! remaining estimate: whole units after the one the victim is in, from the first after the
 //! thief's frontier (so its frontier moves as little as possible), else the tail of the
-//! victim's unit. In `LoadScope` and `LoadFile` whole units from the tail, never a started
+//! victim's unit. A pool unit moves only ahead, never behind: it goes to a worker whose
+//! frontier is before it (one that has taken nothing in order can take anything); only
+//! when no live worker can take it so does the live worker with the lowest frontier take
+//! it anyway (the fallback: no test is lost and nobody waits forever). In `LoadScope` and `LoadFile` whole units from the tail, never a started
 //! one (until `push_front` or `release`).
 //!
 //! Costs: `next_for` is O(1) from the pool or the own deque and O(workers + units moved)
@@ -33,7 +36,7 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::test_id::{TestId, WorkerId};
 
-use super::deque::{Deque, Steal};
+use super::deque::{after_place, Deque, Steal};
 use super::units::{
     form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed, take_first,
     to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
@@ -104,6 +107,13 @@ pub struct Scheduler {
     /// For tests: the last test handed out moved the worker's place (see `frontier`).
     #[cfg(test)]
     last_in_order: bool,
+    /// For tests: the last test handed out came from the pool by the fallback (see
+    /// `pool_pick`).
+    #[cfg(test)]
+    last_fallback: bool,
+    /// For tests: the last test handed out belongs to a unit taken by the fallback.
+    #[cfg(test)]
+    last_behind: bool,
 }
 
 impl Scheduler {
@@ -183,6 +193,10 @@ impl Scheduler {
             class_cap,
             #[cfg(test)]
             last_in_order: false,
+            #[cfg(test)]
+            last_fallback: false,
+            #[cfg(test)]
+            last_behind: false,
         }
     }
 
@@ -209,12 +223,11 @@ impl Scheduler {
         let own = &self.deques[w];
         let in_unit = own.units.front().is_some_and(|u| u.started);
         let urgent = own.units.front().is_some_and(|u| u.urgent);
-        let pool_ok = !urgent
-            && self
-                .pool
-                .units
-                .front()
-                .is_some_and(|u| allow_risky || !(u.heavy || u.unknown));
+        let pick = if urgent {
+            None
+        } else {
+            self.pool_pick(w, allow_risky)
+        };
         // In `Load` a started unit is only affinity: the pool's long tests and tests of
         // unknown length go first (they decide the makespan and must start early), but never
         // inside a class, which runs uninterrupted as in plain pytest. In the other modes
@@ -226,9 +239,11 @@ impl Scheduler {
             let next = u.items.front().and_then(|i| i.id.top_class());
             !u.whole && (next.is_none() || u.last_class.as_deref() != next)
         });
-        if pool_ok && (!in_unit || (self.mode.per_test() && at_scope_boundary)) {
-            let mut unit = self.pool.pop_front().expect("pool is not empty");
+        let pick = pick.filter(|_| !in_unit || (self.mode.per_test() && at_scope_boundary));
+        if let Some((index, fallback)) = pick {
+            let mut unit = self.pool.take_units(index..index + 1).remove(0);
             unit.pooled = true;
+            unit.behind = fallback;
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
             let units = match self.unclaimed.pop_front() {
@@ -245,6 +260,8 @@ impl Scheduler {
         let head = self.deques[w].units.front();
         let risky = head.is_some_and(|u| u.heavy || u.unknown);
         let in_order = head.is_some_and(|u| !u.pooled && !u.urgent);
+        #[cfg(test)]
+        let behind = head.is_some_and(|u| u.behind);
         let item = self.deques[w].pop_test()?;
         self.deques[w].released = false;
         let in_order = in_order && item.pos != NO_POS && self.mode.per_test();
@@ -254,6 +271,8 @@ impl Scheduler {
         #[cfg(test)]
         {
             self.last_in_order = in_order;
+            self.last_fallback = pick.is_some_and(|(_, fallback)| fallback);
+            self.last_behind = behind;
         }
         self.len -= 1;
         self.micros -= item.micros;
@@ -408,7 +427,7 @@ impl Scheduler {
 
     /// Whether `next_for` would give `worker` something now.
     pub fn has_work_for(&self, worker: WorkerId) -> bool {
-        self.pool.len > 0
+        self.pool_pick(worker.0, true).is_some()
             || !self.unclaimed.is_empty()
             || self.deques.get(worker.0).is_some_and(|d| d.len > 0)
             || (0..self.deques.len()).any(|v| {
@@ -423,6 +442,36 @@ impl Scheduler {
             self.frontier.resize(worker.0 + 1, None);
         }
         worker.0
+    }
+
+    /// The pool unit `w` may take (its index) and whether by the fallback. In order: the
+    /// first (in pool order) whose first test comes after `w`'s place (`frontier`; a
+    /// worker that has taken nothing in order yet can take anything), so a test moves only
+    /// ahead of its place, never behind a test the worker ran in order. The fallback: a
+    /// unit no live worker (not stopped, see `release`) can take in order still has to
+    /// run, so the live worker with the lowest place takes it (only the pool's first
+    /// such unit, in pool order); a worker that has just stopped counts as live when it
+    /// asks. With `allow_risky` false, risky units are passed over.
+    fn pool_pick(&self, w: usize, allow_risky: bool) -> Option<(usize, bool)> {
+        let eligible = |u: &Unit| allow_risky || !(u.heavy || u.unknown);
+        let place = |v: usize| self.frontier.get(v).copied().flatten();
+        let mine = place(w);
+        let units = &self.pool.units;
+        if let Some(i) = units
+            .iter()
+            .position(|u| eligible(u) && after_place(mine, u.items[0].pos))
+        {
+            return Some((i, false));
+        }
+        // Lowest among the live workers: every unit `w` cannot take in order comes at or
+        // before every live worker's place, so none of them can.
+        let lowest = (0..self.deques.len())
+            .filter(|&v| v != w && !self.deques[v].released)
+            .all(|v| mine <= place(v));
+        if !lowest {
+            return None;
+        }
+        units.iter().position(eligible).map(|i| (i, true))
     }
 
     /// The place in collection order after which `thief` may take from `victim`: its
@@ -505,6 +554,19 @@ impl Scheduler {
     #[cfg(test)]
     pub(super) fn last_in_order(&self) -> bool {
         self.last_in_order
+    }
+
+    /// For tests: the last test handed out came from the pool by the fallback: no live
+    /// worker could take it in order (see `pool_pick`).
+    #[cfg(test)]
+    pub(super) fn last_fallback(&self) -> bool {
+        self.last_fallback
+    }
+
+    /// For tests: the last test handed out belongs to a unit the fallback gave out.
+    #[cfg(test)]
+    pub(super) fn last_behind(&self) -> bool {
+        self.last_behind
     }
 
     /// For tests: `next_for(worker)` returned `None` rightly.
