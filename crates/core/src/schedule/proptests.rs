@@ -177,17 +177,20 @@ impl<'a> Sim<'a> {
         self.exempt.extend(self.sched.queued_for(WorkerId(w)));
     }
 
-    /// No test runs behind one its worker ran in order (a test before the worker's place),
-    /// but by the fallback: a pool unit that no live worker (not stopped, see `released`)
-    /// could take in order goes to the live worker with the lowest place, and its tests may
-    /// then run behind. Pool tests may run ahead of their place. Retries, tests put back and
-    /// work left by a stopped worker are exempt.
-    fn check_place(&self, w: usize, id: &TestId) {
-        if self.retries.contains_key(id) || self.exempt.contains(id) {
+    /// A pool test goes only to a worker whose position (`Scheduler::position_of`, read
+    /// before the dispatch: the place of the last test it took in order) comes before it,
+    /// so it never runs behind a test the worker ran in order (which must be increasing:
+    /// `assert_collection_order`); pool tests may run ahead of their place. The one
+    /// exception, the fallback: a pool unit at or before the position of every live worker
+    /// (not stopped, see `released`) goes to the live worker with the lowest position, and
+    /// its tests may then run behind. Retries, tests put back and work left by a stopped
+    /// worker are exempt.
+    fn check_place(&self, w: usize, id: &TestId, before: &[Option<usize>]) {
+        if self.retries.contains_key(id) || self.exempt.contains(id) || self.sched.last_in_order() {
             return;
         }
         let p = self.place[id];
-        let mine = self.frontier[w];
+        let mine = before[w];
         let behind = mine.is_some_and(|f| p <= f);
         if self.sched.last_fallback() {
             assert!(
@@ -197,17 +200,17 @@ impl<'a> Sim<'a> {
             for v in (0..self.slots()).filter(|&v| v != w) {
                 if self.seen[v] && !self.released[v] {
                     assert!(
-                        mine <= self.frontier[v] && self.frontier[v].is_some_and(|f| p <= f),
+                        mine <= before[v] && before[v].is_some_and(|f| p <= f),
                         "fallback {id} ({p}) to worker {w} at {mine:?}, but worker {v} is at \
                          {:?}",
-                        self.frontier[v]
+                        before[v]
                     );
                 }
             }
         }
         assert!(
             !behind || self.sched.last_behind(),
-            "worker {w} ran {id} ({p}) behind its place {mine:?}: {:?}",
+            "worker {w} ran {id} ({p}) from the pool behind its position {mine:?}: {:?}",
             self.trace.dispatched[w]
         );
     }
@@ -233,6 +236,9 @@ impl<'a> Sim<'a> {
 
     fn next(&mut self, w: usize, allow_risky: bool) -> bool {
         self.seen[w] = true;
+        let before: Vec<Option<usize>> = (0..self.slots())
+            .map(|v| self.sched.position_of(v))
+            .collect();
         let Some(d) = self.sched.next_for_opts(WorkerId(w), allow_risky) else {
             assert!(
                 !allow_risky || self.sched.idle_is_justified(WorkerId(w)),
@@ -241,7 +247,7 @@ impl<'a> Sim<'a> {
             );
             return false;
         };
-        self.check_place(w, &d.id);
+        self.check_place(w, &d.id, &before);
         self.released[w] = false;
         if self.sched.last_in_order() {
             self.frontier[w] = self.frontier[w].max(Some(self.place[&d.id]));

@@ -25,7 +25,11 @@
 //! victim's unit. A pool unit moves only ahead, never behind: it goes to a worker whose
 //! frontier is before it (one that has taken nothing in order can take anything); only
 //! when no live worker can take it so does the live worker with the lowest frontier take
-//! it anyway (the fallback: no test is lost and nobody waits forever). In `LoadScope` and `LoadFile` whole units from the tail, never a started
+//! it anyway (the fallback: no test is lost and nobody waits forever). So that this stays
+//! rare, places move little while the pool drains: a worker with a long test in flight
+//! (`allow_risky` false) that has nothing queued takes, to queue behind it, only the first
+//! block of the earliest unclaimed range, and nothing at all if that would pass a long
+//! pool test (the caller then queues a second long one). In `LoadScope` and `LoadFile` whole units from the tail, never a started
 //! one (until `push_front` or `release`).
 //!
 //! Costs: `next_for` is O(1) from the pool or the own deque and O(workers + units moved)
@@ -38,8 +42,8 @@ use crate::test_id::{TestId, WorkerId};
 
 use super::deque::{after_place, Deque, Steal};
 use super::units::{
-    form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed, take_first,
-    to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
+    blocks, form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed,
+    take_first, to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
 };
 
 /// xdist's `--dist` modes that shardex honours.
@@ -246,7 +250,21 @@ impl Scheduler {
             unit.behind = fallback;
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
+            // A worker with a long test in flight that will take pool work next only needs a
+            // test to queue behind it: the first block of the earliest range, so that its
+            // place stays early and the pool's tests after it stay in order for it.
+            let nibble = !allow_risky
+                && !self.unclaimed.is_empty()
+                && self
+                    .pool_pick(w, true)
+                    .is_some_and(|(_, fallback)| !fallback);
+            if nibble && self.nibble_passes_pool() {
+                // Passing a pool test would leave it behind this worker's place: rather a
+                // second long test queued (the caller's choice) than that.
+                return None;
+            }
             let units = match self.unclaimed.pop_front() {
+                Some(range) if nibble => self.nibble(range),
                 Some(range) => Vec::from(range.units),
                 None => {
                     let victim = self.victim(w)?;
@@ -444,17 +462,23 @@ impl Scheduler {
         worker.0
     }
 
+    /// A worker's position in collection order for the pool: its `frontier` (the place of
+    /// the last test it took in order; pool tests run ahead of their place and do not
+    /// move it). `None` (before everything) until it has taken a test in order.
+    fn position(&self, v: usize) -> Option<usize> {
+        self.frontier.get(v).copied().flatten()
+    }
+
     /// The pool unit `w` may take (its index) and whether by the fallback. In order: the
-    /// first (in pool order) whose first test comes after `w`'s place (`frontier`; a
-    /// worker that has taken nothing in order yet can take anything), so a test moves only
-    /// ahead of its place, never behind a test the worker ran in order. The fallback: a
-    /// unit no live worker (not stopped, see `release`) can take in order still has to
-    /// run, so the live worker with the lowest place takes it (only the pool's first
-    /// such unit, in pool order); a worker that has just stopped counts as live when it
-    /// asks. With `allow_risky` false, risky units are passed over.
+    /// first (in pool order) whose first test comes after `w`'s position (see `position`),
+    /// so a pool test moves only ahead of its place, never behind a test the worker ran in
+    /// order. The fallback: a unit no live worker (not stopped, see `release`) can take in
+    /// order still has to run, so the live worker with the lowest position takes it (the
+    /// pool's first such unit, in pool order); a worker that has just stopped counts as
+    /// live when it asks. With `allow_risky` false, risky units are passed over.
     fn pool_pick(&self, w: usize, allow_risky: bool) -> Option<(usize, bool)> {
         let eligible = |u: &Unit| allow_risky || !(u.heavy || u.unknown);
-        let place = |v: usize| self.frontier.get(v).copied().flatten();
+        let place = |v: usize| self.position(v);
         let mine = place(w);
         let units = &self.pool.units;
         if let Some(i) = units
@@ -472,6 +496,39 @@ impl Scheduler {
             return None;
         }
         units.iter().position(eligible).map(|i| (i, true))
+    }
+
+    /// The first unclaimed test comes after a long pool test (of a known length: tests of
+    /// unknown length are not stacked two on a worker, see `next_for_opts`).
+    fn nibble_passes_pool(&self) -> bool {
+        let Some(next) = self.unclaimed.front().and_then(|r| r.units.front()) else {
+            return false;
+        };
+        let q = next.items[0].pos;
+        self.pool
+            .units
+            .iter()
+            .any(|u| u.heavy && !u.unknown && u.items[0].pos < q)
+    }
+
+    /// Takes the first block (see `units::blocks`) of `range`, the first unclaimed one,
+    /// and puts the rest back at the head of the unclaimed ranges.
+    fn nibble(&mut self, mut range: Deque) -> Vec<Unit> {
+        let first = range.units.front_mut().expect("ranges are never empty");
+        let (len, _) = blocks(&first.items, self.class_cap)[0];
+        let taken = if len == first.items.len() {
+            range.take_units(0..1)
+        } else {
+            let rest = first.split_tail(first.items.len() - len);
+            let head = std::mem::replace(first, rest);
+            range.micros -= head.micros;
+            range.len -= len;
+            vec![head]
+        };
+        if range.len > 0 {
+            self.unclaimed.push_front(range);
+        }
+        taken
     }
 
     /// The place in collection order after which `thief` may take from `victim`: its
@@ -561,6 +618,12 @@ impl Scheduler {
     #[cfg(test)]
     pub(super) fn last_fallback(&self) -> bool {
         self.last_fallback
+    }
+
+    /// For tests: `worker`'s position for the pool (see `position`).
+    #[cfg(test)]
+    pub(super) fn position_of(&self, worker: usize) -> Option<usize> {
+        self.position(worker)
     }
 
     /// For tests: the last test handed out belongs to a unit the fallback gave out.
