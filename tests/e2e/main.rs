@@ -8,6 +8,7 @@ mod hangs;
 mod hermetic;
 mod nodes;
 mod options;
+mod order;
 mod parity;
 mod plugins;
 mod pytest7;

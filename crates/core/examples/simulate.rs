@@ -3,6 +3,11 @@
 //!
 //! `cargo run -p shardex-core --release --example simulate`
 //!
+//! "load+agent" refills each worker as the agent does (`dispatch::plan_refill`: tests
+//! prefetched behind the running one, at most one risky in flight); "behind" counts the
+//! tests (over all seeds) that started before, in collection order, a light test their
+//! worker had already started.
+//!
 //! Each worker asks `next_for` whenever it is free (event-driven, ties by worker index);
 //! every test costs its true duration plus a fixed dispatch overhead. "accurate" runs give
 //! the scheduler the true durations; "stale" ones give estimates off by a log-uniform factor
@@ -211,6 +216,75 @@ fn simulate(
     }
 }
 
+/// As `simulate` with the scheduler, but each worker is refilled as the agent refills it
+/// (`dispatch::plan_refill`): tests queued behind the running one, at most one risky in
+/// flight, so light tests are prefetched (and frontiers move) while the pool still holds
+/// long tests. Returns makespan / LB and the count of tests run behind their worker's place.
+fn simulate_prefetch(suite: &Suite, estimates: &[(f64, bool)], workers: usize) -> (f64, usize) {
+    use shardex_core::dispatch::{plan_refill, WorkerView};
+    use std::collections::VecDeque;
+    let tests: Vec<SchedTest> = suite
+        .iter()
+        .zip(estimates)
+        .map(|((id, _), &(estimate, _))| SchedTest {
+            id: id.clone(),
+            estimate,
+            group: None,
+        })
+        .collect();
+    let index: std::collections::HashMap<TestId, usize> = tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
+    let unknown: Vec<bool> = estimates.iter().map(|&(_, unknown)| unknown).collect();
+    let mut sched = Scheduler::with_unknown(tests, workers, DistMode::Load, &unknown);
+    // Per worker: held tests (running first) as (place, estimate, risky); the highest place
+    // it started.
+    let mut held: Vec<VecDeque<(usize, f64, bool)>> = vec![VecDeque::new(); workers];
+    let mut highest: Vec<Option<usize>> = vec![None; workers];
+    let mut behind = 0;
+    let mut free: BinaryHeap<Reverse<(Time, usize)>> =
+        (0..workers).map(|w| Reverse((Time(0.0), w))).collect();
+    let mut makespan: f64 = 0.0;
+    while let Some(Reverse((Time(now), w))) = free.pop() {
+        held[w].pop_front();
+        let view = WorkerView {
+            held: held[w].len(),
+            queued_secs: held[w].iter().skip(1).map(|t| t.1).sum(),
+            risky_in_flight: held[w].iter().any(|t| t.2),
+        };
+        let refill = plan_refill(&mut sched, WorkerId(w), &view, workers);
+        for d in refill.batch {
+            held[w].push_back((index[&d.id], d.estimate, d.risky));
+        }
+        let Some(&(place, _, risky)) = held[w].front() else {
+            // Idle: ask again a little later (another worker may leave work behind).
+            if sched.remaining() > 0 {
+                free.push(Reverse((Time(now + 0.001), w)));
+            }
+            continue;
+        };
+        // Behind: before a light (not pooled) test this worker already started.
+        if highest[w].is_some_and(|h| place < h) {
+            behind += 1;
+        }
+        if !risky {
+            highest[w] = highest[w].max(Some(place));
+        }
+        let end = now + suite[place].1 + OVERHEAD_SECS;
+        makespan = makespan.max(end);
+        free.push(Reverse((Time(end), w)));
+    }
+    let sum: f64 = suite.iter().map(|(_, d)| d + OVERHEAD_SECS).sum();
+    let longest = suite
+        .iter()
+        .map(|(_, d)| d + OVERHEAD_SECS)
+        .fold(0.0, f64::max);
+    let lb = (sum / workers as f64).max(longest);
+    (makespan / lb, behind)
+}
+
 /// Simulated seconds, totally ordered for the event heap.
 #[derive(Clone, Copy, PartialEq)]
 struct Time(f64);
@@ -275,8 +349,17 @@ fn main() {
     ];
     println!("makespan / LB (mean and worst of {SEEDS} seeds), module setups per worker (mean)");
     println!(
-        "{:<10} {:<8} {:>2} | {:>13} {:>13} {:>13} | {:>7} {:>7}",
-        "suite", "timings", "W", "load", "no-affinity", "loadfile", "setups", "no-aff"
+        "{:<10} {:<8} {:>2} | {:>13} {:>13} {:>13} {:>13} {:>6} | {:>7} {:>7}",
+        "suite",
+        "timings",
+        "W",
+        "load",
+        "load+agent",
+        "no-affinity",
+        "loadfile",
+        "behind",
+        "setups",
+        "no-aff"
     );
     for (name, gen) in suites {
         for stale in [false, true] {
@@ -284,6 +367,7 @@ fn main() {
                 let (mut load, mut base, mut file) =
                     (Stat::default(), Stat::default(), Stat::default());
                 let (mut setups, mut base_setups) = (Stat::default(), Stat::default());
+                let (mut agent, mut behind) = (Stat::default(), 0);
                 for seed in 0..SEEDS {
                     let mut rng = Rng(seed * 1000 + 17);
                     let suite = gen(&mut rng);
@@ -295,6 +379,9 @@ fn main() {
                     let ours = simulate(&suite, &estimates, workers, DistMode::Load, false);
                     let naive = simulate(&suite, &estimates, workers, DistMode::Load, true);
                     let whole = simulate(&suite, &estimates, workers, DistMode::LoadFile, false);
+                    let (ratio, late) = simulate_prefetch(&suite, &estimates, workers);
+                    agent.add(ratio);
+                    behind += late;
                     load.add(ours.ratio);
                     base.add(naive.ratio);
                     file.add(whole.ratio);
@@ -303,13 +390,15 @@ fn main() {
                 }
                 let cell = |s: &Stat| format!("{:.3} ({:.3})", s.mean(), s.worst);
                 println!(
-                    "{:<10} {:<8} {:>2} | {:>13} {:>13} {:>13} | {:>7.1} {:>7.1}",
+                    "{:<10} {:<8} {:>2} | {:>13} {:>13} {:>13} {:>13} {:>6} | {:>7.1} {:>7.1}",
                     name,
                     if stale { "stale" } else { "accurate" },
                     workers,
                     cell(&load),
+                    cell(&agent),
                     cell(&base),
                     cell(&file),
+                    behind,
                     setups.mean(),
                     base_setups.mean()
                 );

@@ -29,13 +29,6 @@ impl Deque {
         self.units.push_front(unit);
     }
 
-    pub(super) fn pop_front(&mut self) -> Option<Unit> {
-        let unit = self.units.pop_front()?;
-        self.micros -= unit.micros;
-        self.len -= unit.items.len();
-        Some(unit)
-    }
-
     /// The next test from the head unit; marks that unit started.
     pub(super) fn pop_test(&mut self) -> Option<Item> {
         let unit = self.units.front_mut()?;
@@ -173,7 +166,7 @@ impl Deque {
 }
 
 /// Whether a test at `pos` comes after a thief's frontier `after` (none: anything goes).
-fn after_place(after: Option<usize>, pos: usize) -> bool {
+pub(super) fn after_place(after: Option<usize>, pos: usize) -> bool {
     // Not `is_none_or`: the workspace's rust-version is 1.80.
     match after {
         Some(a) => pos > a,

@@ -133,6 +133,16 @@ struct Sim<'a> {
     granted: usize,
     /// Workers gone for good.
     dead: BTreeSet<usize>,
+    /// Per worker, as the scheduler sees it: stopped (`release`, also by `push_front`) and
+    /// not handed a test since.
+    released: Vec<bool>,
+    /// Per worker: the scheduler knows it (one of the first `workers`, or it has called in).
+    seen: Vec<bool>,
+    /// Per worker: the place of the last test it took in order (its frontier).
+    frontier: Vec<Option<usize>>,
+    /// Tests whose order is not guaranteed: put back (`push_front`), or queued on a worker
+    /// when it stopped (anyone may take them).
+    exempt: BTreeSet<TestId>,
 }
 
 impl<'a> Sim<'a> {
@@ -154,7 +164,55 @@ impl<'a> Sim<'a> {
             retries: BTreeMap::new(),
             granted: 0,
             dead: BTreeSet::new(),
+            released: vec![false; slots],
+            seen: (0..slots).map(|w| w < workers).collect(),
+            frontier: vec![None; slots],
+            exempt: BTreeSet::new(),
         }
+    }
+
+    /// `w` stops: what is queued for it may go to anyone, in any order.
+    fn stopped(&mut self, w: usize) {
+        self.released[w] = true;
+        self.exempt.extend(self.sched.queued_for(WorkerId(w)));
+    }
+
+    /// A pool test goes only to a worker whose position (`Scheduler::position_of`, read
+    /// before the dispatch: the place of the last test it took in order) comes before it,
+    /// so it never runs behind a test the worker ran in order (which must be increasing:
+    /// `assert_collection_order`); pool tests may run ahead of their place. The one
+    /// exception, the fallback: a pool unit at or before the position of every live worker
+    /// (not stopped, see `released`) goes to the live worker with the lowest position, and
+    /// its tests may then run behind. Retries, tests put back and work left by a stopped
+    /// worker are exempt.
+    fn check_place(&self, w: usize, id: &TestId, before: &[Option<usize>]) {
+        if self.retries.contains_key(id) || self.exempt.contains(id) || self.sched.last_in_order() {
+            return;
+        }
+        let p = self.place[id];
+        let mine = before[w];
+        let behind = mine.is_some_and(|f| p <= f);
+        if self.sched.last_fallback() {
+            assert!(
+                behind,
+                "worker {w} took {id} ({p}) by the fallback, in order"
+            );
+            for v in (0..self.slots()).filter(|&v| v != w) {
+                if self.seen[v] && !self.released[v] {
+                    assert!(
+                        mine <= before[v] && before[v].is_some_and(|f| p <= f),
+                        "fallback {id} ({p}) to worker {w} at {mine:?}, but worker {v} is at \
+                         {:?}",
+                        before[v]
+                    );
+                }
+            }
+        }
+        assert!(
+            !behind || self.sched.last_behind(),
+            "worker {w} ran {id} ({p}) from the pool behind its position {mine:?}: {:?}",
+            self.trace.dispatched[w]
+        );
     }
 
     fn slots(&self) -> usize {
@@ -177,6 +235,10 @@ impl<'a> Sim<'a> {
     }
 
     fn next(&mut self, w: usize, allow_risky: bool) -> bool {
+        self.seen[w] = true;
+        let before: Vec<Option<usize>> = (0..self.slots())
+            .map(|v| self.sched.position_of(v))
+            .collect();
         let Some(d) = self.sched.next_for_opts(WorkerId(w), allow_risky) else {
             assert!(
                 !allow_risky || self.sched.idle_is_justified(WorkerId(w)),
@@ -185,6 +247,11 @@ impl<'a> Sim<'a> {
             );
             return false;
         };
+        self.check_place(w, &d.id, &before);
+        self.released[w] = false;
+        if self.sched.last_in_order() {
+            self.frontier[w] = self.frontier[w].max(Some(self.place[&d.id]));
+        }
         let owed = self.owed.get_mut(&d.id).expect("a test of the suite");
         assert!(*owed > 0, "{} dispatched twice: {:?}", d.id, self.trace);
         *owed -= 1;
@@ -215,6 +282,7 @@ impl<'a> Sim<'a> {
             self.granted += 1;
             *self.owed.get_mut(&id).expect("known") += 1;
             let test = self.sched_test(&id);
+            self.seen[to] = true;
             self.sched.push_next(WorkerId(to), test);
         } else if *n == 0 {
             self.retries.remove(&id);
@@ -235,7 +303,9 @@ impl<'a> Sim<'a> {
             *self.owed.get_mut(id).expect("known") += 1;
         }
         let tests = back.iter().map(|id| self.sched_test(id)).collect();
+        self.seen[w] = true;
         self.sched.push_front(WorkerId(w), tests);
+        self.stopped(w);
     }
 
     fn apply(&mut self, op: Op) {
@@ -282,12 +352,14 @@ impl<'a> Sim<'a> {
                 if let Some(last) = self.trace.dispatched[w].last().cloned() {
                     self.disturb(&last);
                 }
+                self.stopped(w);
                 self.sched.release(WorkerId(w));
             }
             Op::Release(w) => {
                 if let Some(last) = self.trace.dispatched[w].last().cloned() {
                     self.disturb(&last);
                 }
+                self.stopped(w);
                 self.sched.release(WorkerId(w));
             }
         }

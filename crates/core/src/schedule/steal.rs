@@ -22,7 +22,14 @@
 //! (long ones, new ones) run ahead of their place. A thief takes about half of the victim's
 //! remaining estimate: whole units after the one the victim is in, from the first after the
 //! thief's frontier (so its frontier moves as little as possible), else the tail of the
-//! victim's unit. In `LoadScope` and `LoadFile` whole units from the tail, never a started
+//! victim's unit. A pool unit moves only ahead, never behind: it goes to a worker whose
+//! frontier is before it (one that has taken nothing in order can take anything); only
+//! when no live worker can take it so does the live worker with the lowest frontier take
+//! it anyway (the fallback: no test is lost and nobody waits forever). So that this stays
+//! rare, places move little while the pool drains: a worker with a long test in flight
+//! (`allow_risky` false) that has nothing queued takes, to queue behind it, only the first
+//! block of the earliest unclaimed range, and nothing at all if that would pass a long
+//! pool test (the caller then queues a second long one). In `LoadScope` and `LoadFile` whole units from the tail, never a started
 //! one (until `push_front` or `release`).
 //!
 //! Costs: `next_for` is O(1) from the pool or the own deque and O(workers + units moved)
@@ -33,10 +40,10 @@ use std::collections::{HashSet, VecDeque};
 
 use crate::test_id::{TestId, WorkerId};
 
-use super::deque::{Deque, Steal};
+use super::deque::{after_place, Deque, Steal};
 use super::units::{
-    form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed, take_first,
-    to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
+    blocks, form_units, group_by_key, group_key, in_collection_order, key_of, positioned, seed,
+    take_first, to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
 };
 
 /// xdist's `--dist` modes that shardex honours.
@@ -104,6 +111,13 @@ pub struct Scheduler {
     /// For tests: the last test handed out moved the worker's place (see `frontier`).
     #[cfg(test)]
     last_in_order: bool,
+    /// For tests: the last test handed out came from the pool by the fallback (see
+    /// `pool_pick`).
+    #[cfg(test)]
+    last_fallback: bool,
+    /// For tests: the last test handed out belongs to a unit taken by the fallback.
+    #[cfg(test)]
+    last_behind: bool,
 }
 
 impl Scheduler {
@@ -183,6 +197,10 @@ impl Scheduler {
             class_cap,
             #[cfg(test)]
             last_in_order: false,
+            #[cfg(test)]
+            last_fallback: false,
+            #[cfg(test)]
+            last_behind: false,
         }
     }
 
@@ -209,12 +227,11 @@ impl Scheduler {
         let own = &self.deques[w];
         let in_unit = own.units.front().is_some_and(|u| u.started);
         let urgent = own.units.front().is_some_and(|u| u.urgent);
-        let pool_ok = !urgent
-            && self
-                .pool
-                .units
-                .front()
-                .is_some_and(|u| allow_risky || !(u.heavy || u.unknown));
+        let pick = if urgent {
+            None
+        } else {
+            self.pool_pick(w, allow_risky)
+        };
         // In `Load` a started unit is only affinity: the pool's long tests and tests of
         // unknown length go first (they decide the makespan and must start early), but never
         // inside a class, which runs uninterrupted as in plain pytest. In the other modes
@@ -226,12 +243,28 @@ impl Scheduler {
             let next = u.items.front().and_then(|i| i.id.top_class());
             !u.whole && (next.is_none() || u.last_class.as_deref() != next)
         });
-        if pool_ok && (!in_unit || (self.mode.per_test() && at_scope_boundary)) {
-            let mut unit = self.pool.pop_front().expect("pool is not empty");
+        let pick = pick.filter(|_| !in_unit || (self.mode.per_test() && at_scope_boundary));
+        if let Some((index, fallback)) = pick {
+            let mut unit = self.pool.take_units(index..index + 1).remove(0);
             unit.pooled = true;
+            unit.behind = fallback;
             self.deques[w].push_front(unit);
         } else if own.len == 0 {
+            // A worker with a long test in flight that will take pool work next only needs a
+            // test to queue behind it: the first block of the earliest range, so that its
+            // place stays early and the pool's tests after it stay in order for it.
+            let nibble = !allow_risky
+                && !self.unclaimed.is_empty()
+                && self
+                    .pool_pick(w, true)
+                    .is_some_and(|(_, fallback)| !fallback);
+            if nibble && self.nibble_passes_pool() {
+                // Passing a pool test would leave it behind this worker's place: rather a
+                // second long test queued (the caller's choice) than that.
+                return None;
+            }
             let units = match self.unclaimed.pop_front() {
+                Some(range) if nibble => self.nibble(range),
                 Some(range) => Vec::from(range.units),
                 None => {
                     let victim = self.victim(w)?;
@@ -245,6 +278,8 @@ impl Scheduler {
         let head = self.deques[w].units.front();
         let risky = head.is_some_and(|u| u.heavy || u.unknown);
         let in_order = head.is_some_and(|u| !u.pooled && !u.urgent);
+        #[cfg(test)]
+        let behind = head.is_some_and(|u| u.behind);
         let item = self.deques[w].pop_test()?;
         self.deques[w].released = false;
         let in_order = in_order && item.pos != NO_POS && self.mode.per_test();
@@ -254,6 +289,8 @@ impl Scheduler {
         #[cfg(test)]
         {
             self.last_in_order = in_order;
+            self.last_fallback = pick.is_some_and(|(_, fallback)| fallback);
+            self.last_behind = behind;
         }
         self.len -= 1;
         self.micros -= item.micros;
@@ -408,7 +445,7 @@ impl Scheduler {
 
     /// Whether `next_for` would give `worker` something now.
     pub fn has_work_for(&self, worker: WorkerId) -> bool {
-        self.pool.len > 0
+        self.pool_pick(worker.0, true).is_some()
             || !self.unclaimed.is_empty()
             || self.deques.get(worker.0).is_some_and(|d| d.len > 0)
             || (0..self.deques.len()).any(|v| {
@@ -423,6 +460,75 @@ impl Scheduler {
             self.frontier.resize(worker.0 + 1, None);
         }
         worker.0
+    }
+
+    /// A worker's position in collection order for the pool: its `frontier` (the place of
+    /// the last test it took in order; pool tests run ahead of their place and do not
+    /// move it). `None` (before everything) until it has taken a test in order.
+    fn position(&self, v: usize) -> Option<usize> {
+        self.frontier.get(v).copied().flatten()
+    }
+
+    /// The pool unit `w` may take (its index) and whether by the fallback. In order: the
+    /// first (in pool order) whose first test comes after `w`'s position (see `position`),
+    /// so a pool test moves only ahead of its place, never behind a test the worker ran in
+    /// order. The fallback: a unit no live worker (not stopped, see `release`) can take in
+    /// order still has to run, so the live worker with the lowest position takes it (the
+    /// pool's first such unit, in pool order); a worker that has just stopped counts as
+    /// live when it asks. With `allow_risky` false, risky units are passed over.
+    fn pool_pick(&self, w: usize, allow_risky: bool) -> Option<(usize, bool)> {
+        let eligible = |u: &Unit| allow_risky || !(u.heavy || u.unknown);
+        let place = |v: usize| self.position(v);
+        let mine = place(w);
+        let units = &self.pool.units;
+        if let Some(i) = units
+            .iter()
+            .position(|u| eligible(u) && after_place(mine, u.items[0].pos))
+        {
+            return Some((i, false));
+        }
+        // Lowest among the live workers: every unit `w` cannot take in order comes at or
+        // before every live worker's place, so none of them can.
+        let lowest = (0..self.deques.len())
+            .filter(|&v| v != w && !self.deques[v].released)
+            .all(|v| mine <= place(v));
+        if !lowest {
+            return None;
+        }
+        units.iter().position(eligible).map(|i| (i, true))
+    }
+
+    /// The first unclaimed test comes after a long pool test (of a known length: tests of
+    /// unknown length are not stacked two on a worker, see `next_for_opts`).
+    fn nibble_passes_pool(&self) -> bool {
+        let Some(next) = self.unclaimed.front().and_then(|r| r.units.front()) else {
+            return false;
+        };
+        let q = next.items[0].pos;
+        self.pool
+            .units
+            .iter()
+            .any(|u| u.heavy && !u.unknown && u.items[0].pos < q)
+    }
+
+    /// Takes the first block (see `units::blocks`) of `range`, the first unclaimed one,
+    /// and puts the rest back at the head of the unclaimed ranges.
+    fn nibble(&mut self, mut range: Deque) -> Vec<Unit> {
+        let first = range.units.front_mut().expect("ranges are never empty");
+        let (len, _) = blocks(&first.items, self.class_cap)[0];
+        let taken = if len == first.items.len() {
+            range.take_units(0..1)
+        } else {
+            let rest = first.split_tail(first.items.len() - len);
+            let head = std::mem::replace(first, rest);
+            range.micros -= head.micros;
+            range.len -= len;
+            vec![head]
+        };
+        if range.len > 0 {
+            self.unclaimed.push_front(range);
+        }
+        taken
     }
 
     /// The place in collection order after which `thief` may take from `victim`: its
@@ -505,6 +611,25 @@ impl Scheduler {
     #[cfg(test)]
     pub(super) fn last_in_order(&self) -> bool {
         self.last_in_order
+    }
+
+    /// For tests: the last test handed out came from the pool by the fallback: no live
+    /// worker could take it in order (see `pool_pick`).
+    #[cfg(test)]
+    pub(super) fn last_fallback(&self) -> bool {
+        self.last_fallback
+    }
+
+    /// For tests: `worker`'s position for the pool (see `position`).
+    #[cfg(test)]
+    pub(super) fn position_of(&self, worker: usize) -> Option<usize> {
+        self.position(worker)
+    }
+
+    /// For tests: the last test handed out belongs to a unit the fallback gave out.
+    #[cfg(test)]
+    pub(super) fn last_behind(&self) -> bool {
+        self.last_behind
     }
 
     /// For tests: `next_for(worker)` returned `None` rightly.

@@ -116,6 +116,9 @@ pub(super) struct Unit {
     /// Came from the shared pool (or was put first): its tests run ahead of their place in
     /// collection order, so they do not move the worker's place (see `Scheduler::frontier`).
     pub pooled: bool,
+    /// Taken from the pool by the fallback (see `Scheduler::pool_pick`): its tests may run
+    /// behind tests its worker ran in order.
+    pub behind: bool,
 }
 
 impl Unit {
@@ -133,6 +136,7 @@ impl Unit {
             last_class: None,
             whole: false,
             pooled: false,
+            behind: false,
         }
     }
 
@@ -141,6 +145,7 @@ impl Unit {
         let tail = self.items.split_off(self.items.len() - n);
         let mut tail = Unit::new(self.key.clone(), self.order, tail);
         tail.pooled = self.pooled;
+        tail.behind = self.behind;
         self.micros -= tail.micros;
         tail
     }
