@@ -336,8 +336,9 @@ fn stop_grace_kills_tests_still_running() {
 fn exitfirst_runs_the_last_failures_first() {
     let _guard = serial();
     let suite = copy_fixture("stop");
-    // The fixture turns pytest's cache off in addopts; this test needs it.
-    let args = ["-n", "1", "-x", "-o", "addopts="];
+    // The fixture turns pytest's cache off in addopts; this test needs it (and keeps
+    // pytest-randomly off, as the fixture's addopts did).
+    let args = ["-n", "1", "-x", "-o", "addopts=", "-p", "no:randomly"];
     let first = shardex_cmd(shardex_bin(), &suite.dir, &args, None).run();
     first.assert_code(1);
     // Collection order: test_short[0..5] pass, then test_short[5] fails.
