@@ -13,6 +13,7 @@ mod parity;
 mod plugins;
 mod pytest7;
 mod retry;
+mod session_once;
 mod robust;
 mod stop;
 

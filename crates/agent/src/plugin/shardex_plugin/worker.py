@@ -76,6 +76,10 @@ class LocalQueue:
             self.cond.notify()
 
 
+# `_next`'s nextitem when the agent said there is nothing more for now (`flush`).
+FLUSHED = object()
+
+
 class Worker:
     """Runs the tests the agent sends, keeping pytest's nextitem semantics."""
 
@@ -196,8 +200,11 @@ class Worker:
             slow = nodeid in local.slow
             local.slow.discard(nodeid)
             nextid = local.ids[0] if local.ids and not local.exiting else None
+            flushed = nextid is None and not local.exiting
         if slow:
             self.plugin.channel.release()
+        if flushed:
+            return nodeid, FLUSHED
         return nodeid, (None if nextid is None else self.items.get(nextid))
 
     def _keep_promise(self, item) -> None:
@@ -251,6 +258,15 @@ class Worker:
                 if item is None:
                     channel.send({"t": "fatal", "message": f"worker was sent an unknown test id: {nodeid}"})
                     continue
+                if nextitem is FLUSHED:
+                    # Nothing more known for now: tear down the test's own fixtures and
+                    # keep its module, class and session set up, as xdist's workers keep
+                    # the session until they shut down. What the next test (if any) does
+                    # not need is torn down before it runs (_keep_promise), the rest at
+                    # exit. (nextitem=None here would end the session's fixtures, and a
+                    # later test would set them up again: pytest-django would name its
+                    # test database test_db_gw0_gw0.)
+                    nextitem = item.parent
                 try:
                     self._run_one(nodeid, item, nextitem)
                 except SESSION_ENDERS as exc:
