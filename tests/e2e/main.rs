@@ -13,8 +13,8 @@ mod parity;
 mod plugins;
 mod pytest7;
 mod retry;
-mod session_once;
 mod robust;
+mod session_once;
 mod stop;
 
 use std::path::Path;

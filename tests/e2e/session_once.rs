@@ -14,10 +14,15 @@ fn a_worker_that_gets_a_test_after_a_flush_keeps_its_session_fixtures() {
     let _guard = serial();
     let suite = copy_fixture("session_once");
     let log = suite.scratch.join("session.log");
-    let out = shardex_cmd(shardex_bin(), &suite.dir, &["-n", "2", "--reruns", "1"], None)
-        .env("SESSION_LOG", &log)
-        .env("SESSION_STATE", &suite.scratch)
-        .run();
+    let out = shardex_cmd(
+        shardex_bin(),
+        &suite.dir,
+        &["-n", "2", "--reruns", "1"],
+        None,
+    )
+    .env("SESSION_LOG", &log)
+    .env("SESSION_STATE", &suite.scratch)
+    .run();
     out.assert_code(0);
     assert!(out.stdout.contains("1 rerun"), "{}", out.describe());
     let text = std::fs::read_to_string(&log).unwrap();
