@@ -220,11 +220,6 @@ impl Pool {
         }
     }
 
-    /// The pool's source of events (tests feed a scripted Python side through it).
-    pub fn raw_sender(&self) -> UnboundedSender<RawEvent> {
-        self.raw_tx.clone()
-    }
-
     /// Starts the collecting process(es) of a run: the zygote, or in spawn mode every
     /// worker. What an earlier run left in the run folder (spools, capture and stderr
     /// files) is removed first.
@@ -395,7 +390,7 @@ impl Pool {
     }
 
     /// Signals every worker group that is alive (not the zygote).
-    pub fn signal_workers(&mut self, signal: Signal) {
+    fn signal_workers(&mut self, signal: Signal) {
         for state in &self.slots {
             if let Some(pid) = state.proc.pid() {
                 self.launcher.signal(pid, signal);

@@ -188,15 +188,7 @@ mod tests {
     use crate::schedule::units::to_micros;
     use proptest::prelude::*;
 
-    fn suite(spec: &[(&str, f64)]) -> Vec<SchedTest> {
-        spec.iter()
-            .map(|&(id, estimate)| SchedTest {
-                id: TestId::new(id),
-                estimate,
-                group: None,
-            })
-            .collect()
-    }
+    use crate::schedule::steal::suite_of as suite;
 
     fn shape(shares: &[NodeShare]) -> Vec<Vec<&str>> {
         shares

@@ -667,6 +667,18 @@ fn runs_of_file(items: Vec<Item>, groups: bool) -> Vec<Unit> {
     units
 }
 
+/// Tests of the given ids and estimates, no groups: the unit tests' suites.
+#[cfg(test)]
+pub(crate) fn suite_of(spec: &[(&str, f64)]) -> Vec<SchedTest> {
+    spec.iter()
+        .map(|&(id, estimate)| SchedTest {
+            id: TestId::new(id),
+            estimate,
+            group: None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -830,15 +842,7 @@ mod tests {
 
     use super::*;
 
-    fn tests(spec: &[(&str, f64)]) -> Vec<SchedTest> {
-        spec.iter()
-            .map(|&(id, estimate)| SchedTest {
-                id: TestId::new(id),
-                estimate,
-                group: None,
-            })
-            .collect()
-    }
+    use crate::schedule::steal::suite_of as tests;
 
     fn ids(list: &[&str]) -> Vec<TestId> {
         list.iter().map(|&s| TestId::new(s)).collect()

@@ -698,15 +698,7 @@ pub(super) fn in_collection_order(items: Vec<Item>, mode: DistMode) -> VecDeque<
 mod tests {
     use super::*;
 
-    fn tests(spec: &[(&str, f64)]) -> Vec<SchedTest> {
-        spec.iter()
-            .map(|&(id, estimate)| SchedTest {
-                id: TestId::new(id),
-                estimate,
-                group: None,
-            })
-            .collect()
-    }
+    use crate::schedule::steal::suite_of as tests;
 
     fn shape(units: &[Unit]) -> Vec<Vec<&str>> {
         units
