@@ -40,8 +40,11 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
         return commands::run::run(utf8_args(&args[2..])?);
     }
     match cli().try_get_matches_from(&args) {
-        // `run` was handled above; `shardex help run` and the like end in clap's errors.
-        Ok(_) => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
+        Ok(matches) => match matches.subcommand() {
+            Some(("report", report)) => commands::report::run(report),
+            // `run` was handled above; `shardex help run` and the like end in clap's errors.
+            _ => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
+        },
         Err(err) => Ok(clap_exit(&err)),
     }
 }

@@ -43,6 +43,11 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     if collection_errors > 0 || summary.any_test_failed() || summary.plugin_failure.is_some() {
         return TESTS_FAILED;
     }
+    // The job stopped at -x/--maxfail on another node: this node's run failed too, as
+    // pytest's does when -x stops it.
+    if summary.shared.as_ref().is_some_and(|s| s.job_stopped.is_some()) {
+        return TESTS_FAILED;
+    }
     if summary.collected == 0 {
         return NO_TESTS_COLLECTED;
     }

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod compat;
 pub mod errors;
 pub mod exit_code;
+pub mod node_report;
 pub mod options;
 pub mod reporter;
 pub mod settings;

@@ -109,6 +109,12 @@ impl Settler {
         Self { unsettled }
     }
 
+    /// Tests that arrived later (`Scheduler::extend`), as in `new`.
+    pub fn extend<'a>(&mut self, ids: impl IntoIterator<Item = &'a TestId>, unknown: &[bool]) {
+        let more = Self::new(ids, unknown);
+        self.unsettled.extend(more.unsettled);
+    }
+
     /// A test's final attempt ended after `duration` seconds (not a crash or timeout,
     /// whose duration says nothing of the test). The first result of an unsettled file
     /// decides it: quick, and the rest of the file is settled at `duration` each in

@@ -17,5 +17,5 @@ pub mod timing;
 
 pub use errors::{JunitReadError, TimingError};
 pub use outcome::{Category, Outcome};
-pub use run_events::{RunEvent, RunSummary, TestResult};
+pub use run_events::{RunEvent, RunSummary, SharedOutcome, TestResult};
 pub use test_id::{TestId, WorkerId};

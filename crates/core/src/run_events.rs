@@ -110,6 +110,27 @@ pub struct RunSummary {
     /// (`FromPython::SessionEnd`): its plugins may change it (syrupy, `--max-warnings`).
     #[serde(default)]
     pub plugin_exitstatus: Option<i32>,
+    /// This node's part in a job that shares one queue (`--queue redis://…`).
+    #[serde(default)]
+    pub shared: Option<SharedOutcome>,
+}
+
+/// What a node of a job with a shared queue adds to its summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SharedOutcome {
+    pub build: String,
+    /// From 0.
+    pub node: u32,
+    pub nodes: u32,
+    /// Tests this node ran whose acknowledgement came second (another node's result
+    /// counts): left out of this node's results and JUnit.
+    pub ran_twice: Vec<TestId>,
+    /// Tests run after the queue was lost (they may also have run elsewhere).
+    pub without_queue: Vec<TestId>,
+    /// Tests taken over from a node whose lease expired.
+    pub reclaimed: usize,
+    /// The job stopped (`-x`/`--maxfail` reached on the job): why.
+    pub job_stopped: Option<String>,
 }
 
 impl RunSummary {

@@ -45,6 +45,18 @@ impl LocalQueue {
         }
     }
 
+    /// Adds tests that arrived later (a batch from the shared queue).
+    pub fn extend(&mut self, tests: Vec<SchedTest>, unknown: &[bool]) {
+        for test in &tests {
+            self.estimates.insert(test.id.clone(), test.estimate);
+            if let Some(group) = &test.group {
+                self.groups.insert(test.id.clone(), group.clone());
+            }
+        }
+        self.settler.extend(tests.iter().map(|t| &t.id), unknown);
+        self.scheduler.extend(tests, unknown);
+    }
+
     fn sched_test(&self, id: TestId) -> SchedTest {
         SchedTest {
             estimate: self.estimates.get(&id).copied().unwrap_or(0.0),

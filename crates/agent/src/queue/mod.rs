@@ -3,13 +3,16 @@
 //! machines is another. The run loop does not know which one it has.
 
 pub mod local;
+pub mod shared;
 
 use std::collections::VecDeque;
 
 use shardex_core::{TestId, WorkerId};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 pub use local::LocalQueue;
+pub use shared::SharedQueue;
 
 /// What a worker holds already: the test it runs and those queued behind it.
 #[derive(Clone, Copy, Debug)]
@@ -44,11 +47,26 @@ pub struct Lease {
     pub dry: bool,
 }
 
-/// Something a queue learned later than a `lease` call (a remote refill).
+/// Something a queue learned later than a `lease` call (from the shared queue's task):
+/// the run hands it back to `WorkQueue::absorb`.
 #[derive(Debug)]
 pub enum QueueEvent {
-    /// Work arrived: ask again for every worker.
+    Shared(shared::News),
+}
+
+/// What the run must do about an absorbed event.
+#[derive(Debug, PartialEq)]
+pub enum QueueSignal {
+    /// Work may have arrived, or nothing more will: ask again for every worker.
     Refilled,
+    /// The job stops (`-x`/`--maxfail` reached, here or on another node).
+    Stop(String),
+    /// A line for the user.
+    Note(String),
+    /// This node's result of a test came second: another node's counts.
+    RanTwice(TestId),
+    /// The run cannot go on.
+    Fatal(String),
 }
 
 pub trait WorkQueue: Send {
@@ -71,9 +89,24 @@ pub trait WorkQueue: Send {
     fn remaining_estimate(&self) -> f64;
     /// Estimated seconds of one test (a guess for one without a recorded time).
     fn estimate(&self, id: &TestId) -> f64;
+    /// The final result of `id` is known (after its retries); `hard_failure`: it failed.
+    fn settled(&mut self, _id: &TestId, _hard_failure: bool) {}
     /// Events of a queue that learns things asynchronously; `None` for one that answers
     /// every call at once.
     fn subscribe(&mut self) -> Option<UnboundedReceiver<QueueEvent>> {
+        None
+    }
+    /// Takes in an event from `subscribe`'s receiver.
+    fn absorb(&mut self, _event: QueueEvent) -> Vec<QueueSignal> {
+        vec![QueueSignal::Refilled]
+    }
+    /// The run is over: a queue that talks to others sends what it has not sent yet; the
+    /// receiver gets the signals that this brings back.
+    fn flush(&mut self) -> Option<oneshot::Receiver<Vec<QueueSignal>>> {
+        None
+    }
+    /// Counts for the summary of a node that shared its queue.
+    fn shared_summary(&self) -> Option<shared::SharedSummary> {
         None
     }
 }

@@ -101,6 +101,9 @@ impl Run<'_> {
                 }
             }
         } else {
+            if let Some(queue) = self.queue.as_mut() {
+                queue.settled(&id, failed);
+            }
             self.record_final_junit(&id, junit, failed);
             if let Some(secs) = known_duration {
                 self.timings.record(id.clone(), secs);
@@ -224,6 +227,33 @@ impl Run<'_> {
             since: Instant::now(),
         };
         self.check_all_done();
+    }
+
+    /// The job stopped because `-x`/`--maxfail` was reached (on this node or another):
+    /// this node stops as its own `-x` would.
+    pub(super) fn stop_for_the_job(&mut self, reason: String) {
+        if let Some(shared) = self.summary.shared.as_mut() {
+            shared.job_stopped.get_or_insert_with(|| reason.clone());
+        }
+        if self.phase.dispatch_stopped() {
+            return;
+        }
+        self.emit(RunEvent::Note(format!("stopping: the job {reason}")));
+        self.stop_early_after(self.ledger.hard_failures());
+        self.summary.stopped = Some(format!("stopping: the job {reason}"));
+    }
+
+    /// Another node's result of `id` was acknowledged first (this node had taken the test
+    /// over from a lease that expired while that node still ran it): this node's result
+    /// is left out of its counts and its JUnit, and the summary says it ran twice.
+    pub(super) fn drop_second_result(&mut self, id: &TestId) {
+        self.results.retain(|r| &r.id != id);
+        if let Some(&index) = self.order.get(id) {
+            self.junit_tests.retain(|(i, _)| *i != index);
+        }
+        if let Some(shared) = self.summary.shared.as_mut() {
+            shared.ran_twice.push(id.clone());
+        }
     }
 
     /// A failed attempt made by the agent (a crash or a timeout): there is no Python

@@ -7,12 +7,13 @@ use std::collections::HashSet;
 use shardex_core::attempts::AttemptLedger;
 use shardex_core::protocol::{CollectProblem, Collection, FromPython, ToPython};
 use shardex_core::schedule::{split_for_nodes, SchedTest};
-use shardex_core::{TestId, WorkerId};
+use shardex_core::{SharedOutcome, TestId, WorkerId};
 
 use super::state::{LaneState, Phase, WorkerQueue};
 use super::Run;
 use crate::pool::Peer;
-use crate::queue::LocalQueue;
+use crate::queue::shared::NodeIdentity;
+use crate::queue::{LocalQueue, SharedQueue, WorkQueue};
 use crate::{AgentError, RunEvent, WorkerMode};
 
 impl Run<'_> {
@@ -204,7 +205,8 @@ impl Run<'_> {
                 group: item.group.clone(),
             })
             .collect();
-        let tests = self.node_share(tests);
+        let shared = self.config.shared_queue.is_some();
+        let tests = if shared { tests } else { self.node_share(tests) };
         self.summary.collected = tests.len();
         let unknown: Vec<bool> = tests
             .iter()
@@ -229,9 +231,64 @@ impl Run<'_> {
         } else {
             HashSet::new()
         };
-        let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist, &first);
-        self.queue = Some(Box::new(queue));
+        self.queue = Some(if shared {
+            self.shared_queue(tests, &unknown, workers)
+        } else {
+            let queue = LocalQueue::new(tests, &unknown, workers, self.config.dist, &first);
+            Box::new(queue)
+        });
         workers
+    }
+
+    /// Joins the queue shared by the job's nodes (a task connects and takes batches; the
+    /// queue starts empty). Says which job and node this is.
+    fn shared_queue(
+        &mut self,
+        tests: Vec<SchedTest>,
+        unknown: &[bool],
+        workers: usize,
+    ) -> Box<dyn WorkQueue> {
+        let mut config = self.config.shared_queue.clone().expect("a shared queue");
+        let (index, total, source) = match &self.config.node {
+            Some(node) => (node.index, node.total, node.source.clone()),
+            None => (0, 1, "a single node".to_owned()),
+        };
+        if config.project.is_none() {
+            // Timings are kept per project: without a CI's name for it, the rootdir's.
+            config.project = self.session.as_ref().map(|s| {
+                std::path::Path::new(&s.rootdir)
+                    .file_name()
+                    .map_or_else(|| s.rootdir.clone(), |n| n.to_string_lossy().into_owned())
+            });
+        }
+        self.emit(RunEvent::Note(format!(
+            "shared queue: {} (build {}, node {} of {total}, {source})",
+            config.shown,
+            config.build,
+            index + 1,
+        )));
+        self.summary.shared = Some(SharedOutcome {
+            build: config.build.clone(),
+            node: index as u32,
+            nodes: total as u32,
+            ..SharedOutcome::default()
+        });
+        let node = NodeIdentity {
+            index: index as u32,
+            total: total as u32,
+            source,
+            shown: config.shown.clone(),
+        };
+        let maxfail = self.effective_maxfail();
+        Box::new(SharedQueue::start(
+            &config,
+            node,
+            tests,
+            unknown,
+            workers,
+            self.config.dist,
+            maxfail,
+        ))
     }
 
     /// With `--node-total N` (or a CI's parallelism), only this node's share of one

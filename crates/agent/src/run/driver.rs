@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::state::{LaneState, Phase, WorkerQueue};
 use super::Run;
 use crate::pool::{Peer, PoolEvent, StopReason};
-use crate::queue::QueueEvent;
+use crate::queue::{QueueEvent, QueueSignal};
 use crate::signal::Interrupt;
 use crate::{AgentError, RunEvent};
 
@@ -95,8 +95,24 @@ impl Run<'_> {
     }
 
     fn on_queue_event(&mut self, event: QueueEvent) {
-        match event {
-            QueueEvent::Refilled => self.fill_all(),
+        let Some(queue) = self.queue.as_mut() else {
+            return;
+        };
+        for signal in queue.absorb(event) {
+            self.on_queue_signal(signal);
+        }
+    }
+
+    pub(super) fn on_queue_signal(&mut self, signal: QueueSignal) {
+        match signal {
+            QueueSignal::Refilled => self.fill_all(),
+            QueueSignal::Note(text) => self.emit(RunEvent::Note(text)),
+            QueueSignal::Stop(reason) => self.stop_for_the_job(reason),
+            QueueSignal::RanTwice(id) => self.drop_second_result(&id),
+            QueueSignal::Fatal(message) => {
+                self.summary.internal_error.get_or_insert(message);
+                self.abort("the shared queue cannot be used");
+            }
         }
     }
 

@@ -84,6 +84,7 @@ pub async fn run_in(
 ) -> Result<RunSummary, AgentError> {
     let mut run = Run::new(config, pool, events, timings);
     run.drive(signals).await?;
+    run.flush_queue().await;
     run.finish()
 }
 
@@ -128,6 +129,9 @@ fn run_settings(config: &RunConfig) -> RunSettings {
         timeout: config.timeout.map(|t| t.as_secs_f64()),
     }
 }
+
+/// How long the end of a run waits for the shared queue to take its last acknowledgements.
+const QUEUE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One finished attempt of a test, from a worker or made by the agent (crash, timeout).
 struct Attempt {
@@ -206,6 +210,35 @@ impl<'p> Run<'p> {
             delayed: VecDeque::new(),
             ending: Ending::default(),
             started: Instant::now(),
+        }
+    }
+
+    /// A shared queue sends what it has not sent (acknowledgements); what comes back
+    /// (a result that came second) still changes this node's counts.
+    async fn flush_queue(&mut self) {
+        let Some(queue) = self.queue.as_mut() else {
+            return;
+        };
+        if let Some(outcome) = queue.shared_summary() {
+            if let Some(shared) = self.summary.shared.as_mut() {
+                shared.reclaimed = outcome.reclaimed;
+                shared.without_queue = outcome.without_queue;
+            }
+        }
+        let Some(flushed) = queue.flush() else {
+            return;
+        };
+        match tokio::time::timeout(QUEUE_FLUSH, flushed).await {
+            Ok(Ok(signals)) => {
+                for signal in signals {
+                    self.on_queue_signal(signal);
+                }
+            }
+            _ => self.emit(RunEvent::Note(format!(
+                "warning: the shared queue did not take this node's last results within {} s: \
+                 other nodes may run those tests again",
+                QUEUE_FLUSH.as_secs()
+            ))),
         }
     }
 

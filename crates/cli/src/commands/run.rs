@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use shardex_agent::python::{find_python_from, PythonInfo};
 use shardex_agent::{sizing, RunConfig, RunEvent, RunSummary, WorkerMode};
 use shardex_core::timing::TimingStore;
+use shardex_core::Outcome;
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::compat::split_args;
@@ -180,6 +181,8 @@ fn execute(
         .thread_name("shardex")
         .build()
         .map_err(CliError::Runtime)?;
+    let shared = config.shared_queue.clone();
+    let started_ms = unix_millis();
     runtime.block_on(async move {
         let (tx, mut rx) = unbounded_channel();
         for note in notes {
@@ -211,10 +214,55 @@ fn execute(
             );
         }
         let code = exit_code::from_summary(&summary);
+        if let Some(shared) = &shared {
+            publish_node_report(shared, &summary, code, started_ms).await;
+        }
         // The process ends next: freeing every result one by one would only delay the exit.
         std::mem::forget(summary);
         Ok(code)
     })
+}
+
+/// Leaves this node's report on the shared queue for `shardex report`, with its tests'
+/// times for the project's next runs. A failure is one line: the run's result stands.
+async fn publish_node_report(
+    shared: &shardex_agent::SharedQueueConfig,
+    summary: &RunSummary,
+    code: i32,
+    started_ms: u64,
+) {
+    let report = crate::node_report::node_report(summary, code, started_ms, unix_millis());
+    let json = match serde_json::to_string(&report) {
+        Ok(json) => json,
+        Err(err) => {
+            eprintln!("shardex: warning: cannot encode this node's report: {err}");
+            return;
+        }
+    };
+    let timings: Vec<(shardex_core::TestId, f64)> = summary
+        .results
+        .iter()
+        .filter(|r| r.is_final() && !matches!(r.outcome, Outcome::Crashed | Outcome::TimedOut))
+        .map(|r| (r.id.clone(), r.duration))
+        .collect();
+    let rootdir = summary.session.as_ref().map_or("", |s| s.rootdir.as_str());
+    let project = shardex_agent::queue::shared::project_name(shared, rootdir);
+    let published =
+        shardex_agent::queue::shared::publish(shared, report.node, &json, &timings, &project)
+            .await;
+    if let Err(err) = published {
+        eprintln!(
+            "shardex: warning: cannot leave this node's report on the shared queue at {} \
+             ({err}): `shardex report` will miss it",
+            shared.shown
+        );
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The one place `run` talks to the terminal reporter.
