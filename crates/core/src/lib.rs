@@ -9,6 +9,7 @@ pub mod errors;
 pub mod junit;
 pub mod outcome;
 pub mod protocol;
+pub mod queue_plan;
 pub mod retry;
 pub mod run_events;
 pub mod schedule;
