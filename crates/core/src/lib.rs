@@ -6,6 +6,7 @@
 pub mod attempts;
 pub mod dispatch;
 pub mod errors;
+pub mod job_report;
 pub mod junit;
 pub mod outcome;
 pub mod protocol;
