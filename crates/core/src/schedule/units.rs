@@ -237,6 +237,18 @@ pub(super) fn form_units(
     mode: DistMode,
 ) -> Formed {
     let total: u64 = items.iter().map(|i| i.micros).sum();
+    form_units_within(items, unknown, workers, mode, total)
+}
+
+/// [`form_units`], with the caps (heavy, chunk, class) from `total` micros of work rather
+/// than from `items` alone: a batch that joins work already queued (`Scheduler::extend`).
+pub(super) fn form_units_within(
+    items: Vec<Item>,
+    unknown: &[bool],
+    workers: usize,
+    mode: DistMode,
+    total: u64,
+) -> Formed {
     let share = total / workers.max(1) as u64;
     let cap = (share / CHUNKS_PER_SHARE).max(1);
     let heavy_cap = (share / HEAVY_PER_SHARE).max(1);
