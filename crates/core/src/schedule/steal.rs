@@ -170,7 +170,7 @@ impl Scheduler {
             let class_cap = (total / HEAVY_PER_SHARE).max(1);
             (vec![in_collection_order(items, mode)], class_cap)
         } else {
-            let formed = form_units(items, unknown, workers, mode);
+            let formed = form_units(items, unknown, workers, mode, None);
             for unit in formed.pooled {
                 pool.push_back(unit);
             }

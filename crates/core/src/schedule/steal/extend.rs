@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::super::units::{
-    form_units_within, group_key, in_collection_order, key_of, positioned, seed, to_micros, Item,
-    Unit, HEAVY_PER_SHARE, NO_POS,
+    form_units, group_key, in_collection_order, key_of, positioned, seed, to_micros, Item, Unit,
+    HEAVY_PER_SHARE, NO_POS,
 };
 use super::{DistMode, SchedTest, Scheduler};
 
@@ -48,7 +48,7 @@ impl Scheduler {
                 self.deques[0].push_back(shifted(unit, base));
             }
         } else {
-            let formed = form_units_within(rest, unknown, workers, mode, total);
+            let formed = form_units(rest, unknown, workers, mode, Some(total));
             self.class_cap = self.class_cap.max(formed.class_cap);
             for unit in formed.pooled {
                 self.pool.push_back(shifted(unit, base));
