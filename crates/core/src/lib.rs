@@ -6,9 +6,11 @@
 pub mod attempts;
 pub mod dispatch;
 pub mod errors;
+pub mod job_report;
 pub mod junit;
 pub mod outcome;
 pub mod protocol;
+pub mod queue_plan;
 pub mod retry;
 pub mod run_events;
 pub mod schedule;

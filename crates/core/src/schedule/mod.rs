@@ -9,5 +9,5 @@ mod units;
 #[cfg(test)]
 mod proptests;
 
-pub use split::{split_for_nodes, NodeShare};
+pub use split::{split_atoms_for_nodes, split_for_nodes, NodeShare, SplitAtom};
 pub use steal::{Dispatch, DistMode, SchedTest, Scheduler};

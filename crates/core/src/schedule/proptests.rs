@@ -31,6 +31,8 @@ enum Op {
     Disable(usize),
     /// The worker stops (crash with nothing queued): its started unit becomes stealable.
     Release(usize),
+    /// The next batch arrives (`Scheduler::extend`), if any is left.
+    Extend,
 }
 
 /// Retries each test may be granted.
@@ -84,7 +86,17 @@ fn mode() -> impl Strategy<Value = DistMode> {
 }
 
 fn ops(workers: usize) -> impl Strategy<Value = Vec<Op>> {
-    let op = (0..workers + 1, 0..workers + 1, 0..16u8).prop_map(|(w, to, k)| match k {
+    prop::collection::vec(op(workers), 0..400)
+}
+
+/// `ops`, with the next batch arriving now and then.
+fn batched_ops(workers: usize) -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![12 => op(workers), 1 => Just(Op::Extend)];
+    prop::collection::vec(op, 0..400)
+}
+
+fn op(workers: usize) -> impl Strategy<Value = Op> {
+    (0..workers + 1, 0..workers + 1, 0..16u8).prop_map(|(w, to, k)| match k {
         0..=4 => Op::Next(w),
         5 => Op::NextSafe(w),
         6..=8 => Op::Complete(w),
@@ -94,8 +106,47 @@ fn ops(workers: usize) -> impl Strategy<Value = Vec<Op>> {
         13 => Op::PushBack(w),
         14 if w == to => Op::Disable(w),
         _ => Op::Release(w),
-    });
-    prop::collection::vec(op, 0..400)
+    })
+}
+
+/// A suite cut into batches (`Scheduler::extend`): the suite reordered so that each batch
+/// is consecutive, with the batches' lengths (the first, given at construction, maybe
+/// empty). What must stay whole in the mode (a small class in `Load`, a group in
+/// `LoadGroup`, else a scope or file) arrives in one batch, as a queue entry keeps it.
+fn batched_suite() -> impl Strategy<Value = (Vec<SchedTest>, Vec<bool>, DistMode, Vec<usize>)> {
+    (
+        suite(),
+        mode(),
+        prop::collection::vec(0..4usize, 70),
+        any::<bool>(),
+    )
+        .prop_map(|((tests, unknown), mode, picks, start_empty)| {
+            let key = |t: &SchedTest| -> Option<String> {
+                match mode {
+                    DistMode::LoadGroup if t.group.is_some() => t.group.clone(),
+                    DistMode::Load | DistMode::LoadGroup => t.id.top_class().map(str::to_owned),
+                    DistMode::LoadScope | DistMode::LoadFile => {
+                        Some(key_of(mode, &t.id).to_owned())
+                    }
+                }
+            };
+            let mut batch_of_key: BTreeMap<String, usize> = BTreeMap::new();
+            let mut batched: Vec<(usize, SchedTest, bool)> = Vec::new();
+            for (i, (test, guessed)) in tests.into_iter().zip(unknown).enumerate() {
+                let mut batch = picks[i] + usize::from(start_empty);
+                if let Some(k) = key(&test) {
+                    batch = *batch_of_key.entry(k).or_insert(batch);
+                }
+                batched.push((batch, test, guessed));
+            }
+            batched.sort_by_key(|(b, ..)| *b);
+            let mut lens = vec![0usize; 5];
+            for (b, ..) in &batched {
+                lens[*b] += 1;
+            }
+            let (tests, unknown) = batched.into_iter().map(|(_, t, u)| (t, u)).unzip();
+            (tests, unknown, mode, lens)
+        })
 }
 
 /// What a run did: per worker, the tests handed out in order (retries apart); every
@@ -109,6 +160,8 @@ struct Trace {
     completed: Vec<TestId>,
     /// Keys whose unit was pushed back or released: exempt from the contiguity check.
     disturbed: BTreeSet<String>,
+    /// The scheduler's class cap after the first batch with tests (it only grows).
+    class_cap: Option<u64>,
     /// Per worker, the places in the collection of the tests it took in order (not from
     /// the pool, not retried or put back, not left by a stopped worker).
     ordered: Vec<Vec<usize>>,
@@ -143,13 +196,40 @@ struct Sim<'a> {
     /// Tests whose order is not guaranteed: put back (`push_front`), or queued on a worker
     /// when it stopped (anyone may take them).
     exempt: BTreeSet<TestId>,
+    /// Batches not yet given (`Op::Extend`), and how many tests were given so far.
+    pending: VecDeque<(Vec<SchedTest>, Vec<bool>)>,
+    arrived: usize,
 }
 
 impl<'a> Sim<'a> {
     fn new(tests: &'a [SchedTest], unknown: &[bool], workers: usize, mode: DistMode) -> Self {
+        Self::batched(tests, unknown, workers, mode, &[tests.len()])
+    }
+
+    /// The tests arrive in consecutive batches of the given lengths: the first at
+    /// construction (maybe none), the others by `Op::Extend` (or at the end).
+    fn batched(
+        tests: &'a [SchedTest],
+        unknown: &[bool],
+        workers: usize,
+        mode: DistMode,
+        lens: &[usize],
+    ) -> Self {
         let slots = workers + 1;
+        let mut pending = VecDeque::new();
+        let mut start = 0;
+        for &len in lens {
+            let end = start + len;
+            let guessed = unknown.get(start..end.min(unknown.len())).unwrap_or(&[]);
+            pending.push_back((tests[start..end].to_vec(), guessed.to_vec()));
+            start = end;
+        }
+        assert_eq!(start, tests.len());
+        let (first, guessed) = pending.pop_front().unwrap_or_default();
+        let arrived = first.len();
+        let sched = Scheduler::with_options(first, workers, mode, &guessed, &HashSet::new());
         Sim {
-            sched: Scheduler::with_unknown(tests.to_vec(), workers, mode, unknown),
+            sched,
             mode,
             tests: tests.iter().map(|t| (t.id.clone(), t)).collect(),
             place: (0..).zip(tests).map(|(i, t)| (t.id.clone(), i)).collect(),
@@ -168,7 +248,30 @@ impl<'a> Sim<'a> {
             seen: (0..slots).map(|w| w < workers).collect(),
             frontier: vec![None; slots],
             exempt: BTreeSet::new(),
+            pending,
+            arrived,
         }
+        .noting_cap()
+    }
+
+    fn noting_cap(mut self) -> Self {
+        if self.trace.class_cap.is_none() && self.arrived > 0 {
+            self.trace.class_cap = Some(self.sched.class_cap());
+        }
+        self
+    }
+
+    /// The next batch arrives; false if none is left.
+    fn extend(&mut self) -> bool {
+        let Some((batch, guessed)) = self.pending.pop_front() else {
+            return false;
+        };
+        self.arrived += batch.len();
+        self.sched.extend(batch, &guessed);
+        if self.trace.class_cap.is_none() && self.arrived > 0 {
+            self.trace.class_cap = Some(self.sched.class_cap());
+        }
+        true
     }
 
     /// `w` stops: what is queued for it may go to anyone, in any order.
@@ -317,6 +420,11 @@ impl<'a> Sim<'a> {
             | Op::PushBack(w)
             | Op::Disable(w)
             | Op::Release(w) => (w, w),
+            Op::Extend => {
+                self.extend();
+                self.check();
+                return;
+            }
         };
         if self.dead.contains(&w) {
             return;
@@ -355,6 +463,7 @@ impl<'a> Sim<'a> {
                 self.stopped(w);
                 self.sched.release(WorkerId(w));
             }
+            Op::Extend => unreachable!("handled above"),
             Op::Release(w) => {
                 if let Some(last) = self.trace.dispatched[w].last().cloned() {
                     self.disturb(&last);
@@ -371,7 +480,7 @@ impl<'a> Sim<'a> {
         let held: usize = self.inflight.iter().map(VecDeque::len).sum();
         assert_eq!(
             self.sched.remaining() + held + self.trace.completed.len(),
-            self.tests.len() + self.granted
+            self.arrived + self.granted
         );
         assert_eq!(
             self.sched.remaining() == 0,
@@ -411,7 +520,7 @@ impl<'a> Sim<'a> {
                 }
                 progressed |= self.next(w, true);
             }
-            if !progressed {
+            if !progressed && !self.extend() {
                 break;
             }
         }
@@ -423,6 +532,21 @@ impl<'a> Sim<'a> {
 
 fn run(tests: &[SchedTest], unknown: &[bool], workers: usize, mode: DistMode, ops: &[Op]) -> Trace {
     let mut sim = Sim::new(tests, unknown, workers, mode);
+    for &op in ops {
+        sim.apply(op);
+    }
+    sim.finish()
+}
+
+fn run_batched(
+    tests: &[SchedTest],
+    unknown: &[bool],
+    workers: usize,
+    mode: DistMode,
+    lens: &[usize],
+    ops: &[Op],
+) -> Trace {
+    let mut sim = Sim::batched(tests, unknown, workers, mode, lens);
     for &op in ops {
         sim.apply(op);
     }
@@ -588,6 +712,34 @@ proptest! {
         }
         // Same input, same calls: same dispatch sequence.
         prop_assert_eq!(run(&tests, &unknown, workers, mode, &ops), trace);
+    }
+
+    #[test]
+    fn batches_every_test_once_and_whole_units(
+        ((tests, unknown, mode, lens), workers, ops) in (batched_suite(), 1..6usize)
+            .prop_flat_map(|(s, w)| (Just(s), Just(w), batched_ops(w)))
+    ) {
+        let trace = run_batched(&tests, &unknown, workers, mode, &lens, &ops);
+        let mut done: Vec<&TestId> = trace.completed.iter().collect();
+        done.sort();
+        done.dedup();
+        let mut want: Vec<&TestId> = tests.iter().map(|t| &t.id).collect();
+        want.sort();
+        prop_assert_eq!(done, want);
+        match mode {
+            DistMode::Load => {
+                if let Some(class_cap) = trace.class_cap {
+                    assert_small_classes_whole(&tests, class_cap, &trace);
+                }
+                assert_collection_order(&tests, &trace);
+            }
+            DistMode::LoadGroup => {
+                assert_groups_whole(&tests, &trace);
+                assert_collection_order(&tests, &trace);
+            }
+            DistMode::LoadScope | DistMode::LoadFile => assert_units_contiguous(&trace, mode),
+        }
+        prop_assert_eq!(run_batched(&tests, &unknown, workers, mode, &lens, &ops), trace);
     }
 
     #[test]

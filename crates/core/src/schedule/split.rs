@@ -36,38 +36,35 @@ pub struct NodeShare {
 struct Atom {
     tests: Vec<usize>,
     micros: u64,
+    heavy: bool,
+}
+
+/// One atom of a node's share (see [`split_atoms_for_nodes`]): tests that must stay on one
+/// node together, in collection order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitAtom {
+    pub ids: Vec<TestId>,
+    /// Sum of their estimates, microseconds (each test at least 1 µs).
+    pub micros: u64,
+    /// Placed by LPT (a twentieth of a node's share or more), not as a light range.
+    pub heavy: bool,
 }
 
 /// Splits `tests` (collection order) between `nodes` nodes. Deterministic: the same
 /// tests, estimates, count and mode give the same split, whatever the machine. Every test
 /// is in exactly one share; `nodes` 0 counts as 1.
 pub fn split_for_nodes(tests: &[SchedTest], nodes: usize, mode: DistMode) -> Vec<NodeShare> {
-    let nodes = nodes.max(1);
     let items: Vec<Item> = tests.iter().cloned().map(Item::from).collect();
-    let total: u64 = items.iter().map(|i| i.micros).sum();
-    let heavy_cap = (total / nodes as u64 / HEAVY_PER_SHARE).max(1);
-    let atoms = atoms(&items, mode, heavy_cap);
-    let (heavy, light): (Vec<Atom>, Vec<Atom>) =
-        atoms.into_iter().partition(|a| a.micros >= heavy_cap);
-    let mut loads = vec![0u64; nodes];
+    let (per_node, loads) = place_atoms(&items, nodes, mode);
     let mut owner = vec![0usize; items.len()];
-    let mut heavy = heavy;
-    heavy.sort_by(|a, b| {
-        b.micros
-            .cmp(&a.micros)
-            .then_with(|| items[a.tests[0]].id.cmp(&items[b.tests[0]].id))
-    });
-    for atom in &heavy {
-        let node = (0..nodes)
-            .min_by_key(|&n| (loads[n], n))
-            .expect("at least one node");
-        loads[node] += atom.micros;
-        for &t in &atom.tests {
-            owner[t] = node;
+    for (node, atoms) in per_node.iter().enumerate() {
+        for atom in atoms {
+            for &t in &atom.tests {
+                owner[t] = node;
+            }
         }
     }
-    fill_light(&light, &mut loads, &mut owner);
-    let mut shares = vec![Vec::new(); nodes];
+    let mut shares = vec![Vec::new(); per_node.len()];
     for (pos, item) in items.into_iter().enumerate() {
         shares[owner[pos]].push(item.id);
     }
@@ -79,6 +76,58 @@ pub fn split_for_nodes(tests: &[SchedTest], nodes: usize, mode: DistMode) -> Vec
             estimate: micros as f64 / 1e6,
         })
         .collect()
+}
+
+/// The same split as [`split_for_nodes`], as each node's atoms: its heavy atoms in the
+/// order they were placed (longest first, ties by first test id), then its light atoms in
+/// collection order. A node's atoms' micros sum to its share's estimate.
+pub fn split_atoms_for_nodes(
+    tests: &[SchedTest],
+    nodes: usize,
+    mode: DistMode,
+) -> Vec<Vec<SplitAtom>> {
+    let items: Vec<Item> = tests.iter().cloned().map(Item::from).collect();
+    let (per_node, _) = place_atoms(&items, nodes, mode);
+    per_node
+        .into_iter()
+        .map(|atoms| {
+            atoms
+                .into_iter()
+                .map(|a| SplitAtom {
+                    ids: a.tests.iter().map(|&t| items[t].id.clone()).collect(),
+                    micros: a.micros,
+                    heavy: a.heavy,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Each node's atoms (heavy ones in placement order, then light ones in collection order)
+/// and its load in micros.
+fn place_atoms(items: &[Item], nodes: usize, mode: DistMode) -> (Vec<Vec<Atom>>, Vec<u64>) {
+    let nodes = nodes.max(1);
+    let total: u64 = items.iter().map(|i| i.micros).sum();
+    let heavy_cap = (total / nodes as u64 / HEAVY_PER_SHARE).max(1);
+    let (mut heavy, light): (Vec<Atom>, Vec<Atom>) = atoms(items, mode, heavy_cap)
+        .into_iter()
+        .partition(|a| a.heavy);
+    let mut loads = vec![0u64; nodes];
+    let mut per_node: Vec<Vec<Atom>> = (0..nodes).map(|_| Vec::new()).collect();
+    heavy.sort_by(|a, b| {
+        b.micros
+            .cmp(&a.micros)
+            .then_with(|| items[a.tests[0]].id.cmp(&items[b.tests[0]].id))
+    });
+    for atom in heavy {
+        let node = (0..nodes)
+            .min_by_key(|&n| (loads[n], n))
+            .expect("at least one node");
+        loads[node] += atom.micros;
+        per_node[node].push(atom);
+    }
+    fill_light(light, &mut loads, &mut per_node);
+    (per_node, loads)
 }
 
 /// The atoms of the suite, in collection order of their first test.
@@ -100,6 +149,7 @@ fn atoms(items: &[Item], mode: DistMode, heavy_cap: u64) -> Vec<Atom> {
             keyed.push(Atom {
                 tests: Vec::new(),
                 micros: 0,
+                heavy: false,
             });
             keyed.len() - 1
         });
@@ -115,7 +165,11 @@ fn atoms(items: &[Item], mode: DistMode, heavy_cap: u64) -> Vec<Atom> {
         out.push(Atom {
             tests: next.by_ref().take(len).collect(),
             micros,
+            heavy: false,
         });
+    }
+    for atom in &mut out {
+        atom.heavy = atom.micros >= heavy_cap;
     }
     out.sort_by_key(|a| a.tests[0]);
     out
@@ -124,7 +178,7 @@ fn atoms(items: &[Item], mode: DistMode, heavy_cap: u64) -> Vec<Atom> {
 /// Gives the light atoms, in collection order, to the nodes as contiguous ranges, each
 /// node filled up to a common level (the water level above the heavy loads). An atom goes
 /// to the node whose range holds its midpoint.
-fn fill_light(light: &[Atom], loads: &mut [u64], owner: &mut [usize]) {
+fn fill_light(light: Vec<Atom>, loads: &mut [u64], per_node: &mut [Vec<Atom>]) {
     let light_total: u64 = light.iter().map(|a| a.micros).sum();
     if light_total == 0 {
         return;
@@ -146,9 +200,7 @@ fn fill_light(light: &[Atom], loads: &mut [u64], owner: &mut [usize]) {
         }
         before += u128::from(atom.micros);
         loads[node] += atom.micros;
-        for &t in &atom.tests {
-            owner[t] = node;
-        }
+        per_node[node].push(atom);
     }
 }
 

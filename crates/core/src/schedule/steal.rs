@@ -46,6 +46,8 @@ use super::units::{
     take_first, to_micros, Item, Unit, HEAVY_PER_SHARE, NO_POS,
 };
 
+mod extend;
+
 /// xdist's `--dist` modes that shardex honours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DistMode {
@@ -108,6 +110,12 @@ pub struct Scheduler {
     micros: u64,
     /// Classes estimated below this stay whole on one worker (see `units::blocks`).
     class_cap: u64,
+    /// The worker count it was made for (at least 1): how `extend` forms a batch's units.
+    workers: usize,
+    /// Places in collection order given so far: a batch added by `extend` comes after.
+    next_pos: usize,
+    /// See `expect_total`: the least total `extend` forms a batch's units against.
+    expected_micros: u64,
     /// For tests: the last test handed out moved the worker's place (see `frontier`).
     #[cfg(test)]
     last_in_order: bool,
@@ -150,6 +158,7 @@ impl Scheduler {
         first: &HashSet<TestId>,
     ) -> Self {
         let workers = workers.max(1);
+        let next_pos = tests.len();
         let (ahead, items) = take_first(positioned(tests), mode, first);
         let mut pool = Deque::default();
         for unit in ahead {
@@ -161,7 +170,7 @@ impl Scheduler {
             let class_cap = (total / HEAVY_PER_SHARE).max(1);
             (vec![in_collection_order(items, mode)], class_cap)
         } else {
-            let formed = form_units(items, unknown, workers, mode);
+            let formed = form_units(items, unknown, workers, mode, None);
             for unit in formed.pooled {
                 pool.push_back(unit);
             }
@@ -195,6 +204,9 @@ impl Scheduler {
             len,
             micros,
             class_cap,
+            workers,
+            next_pos,
+            expected_micros: 0,
             #[cfg(test)]
             last_in_order: false,
             #[cfg(test)]

@@ -229,14 +229,17 @@ pub(super) fn locked_len(unit: &Unit, class_cap: u64) -> usize {
 }
 
 /// Forms the units of `items` (collection order, see `positioned`); `unknown[pos]` says
-/// the test at that place has no recorded time (missing entries: known).
+/// the test at that place has no recorded time (missing entries: known). The caps (heavy,
+/// chunk, class) come from `total` micros of work (`None`: the items'), which is more
+/// than the items' for a batch joining queued work (`Scheduler::extend`).
 pub(super) fn form_units(
     items: Vec<Item>,
     unknown: &[bool],
     workers: usize,
     mode: DistMode,
+    total: Option<u64>,
 ) -> Formed {
-    let total: u64 = items.iter().map(|i| i.micros).sum();
+    let total = total.unwrap_or_else(|| items.iter().map(|i| i.micros).sum());
     let share = total / workers.max(1) as u64;
     let cap = (share / CHUNKS_PER_SHARE).max(1);
     let heavy_cap = (share / HEAVY_PER_SHARE).max(1);
@@ -808,7 +811,7 @@ mod tests {
         assert_eq!(file[0].micros, 4_000_000);
         // On 1 worker the cap is 5 s / 8: every unit is heavy, so all are pooled, longest
         // first, whether or not their tests have recorded times.
-        let formed = form_units(items(&input), &[], 1, DistMode::LoadFile);
+        let formed = form_units(items(&input), &[], 1, DistMode::LoadFile, None);
         assert_eq!(
             formed
                 .pooled
@@ -822,6 +825,7 @@ mod tests {
             &[false, false, false, true],
             1,
             DistMode::LoadScope,
+            None,
         );
         let keys: Vec<_> = formed.pooled.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(keys, ["a.py::C", "a.py", "b.py", "a.py::D"]);
@@ -847,6 +851,7 @@ mod tests {
             &[false, true, true, false, true, false, true],
             1,
             DistMode::Load,
+            None,
         );
         assert_eq!(
             shape(&formed.pooled),
