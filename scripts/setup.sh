@@ -3,6 +3,7 @@
 #   - .venv in the repo with requirements-dev.txt installed (skipped when the stamp matches)
 #   - .venv-pytest7 with requirements-pytest7.txt (the oldest supported pytest), likewise
 #   - PostgreSQL server binaries (apt-get) if no initdb/pg_ctl can be found
+#   - redis-server (apt-get, scripts/redis.sh) if none is on PATH; its packaged service stays off
 # Env: SHARDEX_BOOTSTRAP_PYTHON (interpreter used to create the venvs; default python3.11, then python3)
 set -euo pipefail
 
@@ -77,3 +78,6 @@ else
     bin="$(find_pg_bin)" || { log "postgresql installed but initdb not found"; exit 1; }
     log "PostgreSQL binaries: $bin"
 fi
+
+# ---------------------------------------------------------------- Redis (the shared queue's tests)
+bash "$(dirname "${BASH_SOURCE[0]}")/redis.sh" install

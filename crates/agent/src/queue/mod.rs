@@ -3,6 +3,7 @@
 //! machines is another. The run loop does not know which one it has.
 
 pub mod local;
+pub mod redis;
 pub mod shared;
 
 use std::collections::VecDeque;
