@@ -45,7 +45,11 @@ pub fn from_summary(summary: &RunSummary) -> i32 {
     }
     // The job stopped at -x/--maxfail on another node: this node's run failed too, as
     // pytest's does when -x stops it.
-    if summary.shared.as_ref().is_some_and(|s| s.job_stopped.is_some()) {
+    if summary
+        .shared
+        .as_ref()
+        .is_some_and(|s| s.job_stopped.is_some())
+    {
         return TESTS_FAILED;
     }
     if summary.collected == 0 {

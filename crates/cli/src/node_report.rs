@@ -84,7 +84,13 @@ mod tests {
 
     use super::*;
 
-    fn result(id: &str, outcome: Outcome, category: &'static str, secs: f64, attempt: u32) -> TestResult {
+    fn result(
+        id: &str,
+        outcome: Outcome,
+        category: &'static str,
+        secs: f64,
+        attempt: u32,
+    ) -> TestResult {
         TestResult {
             id: TestId::from(id),
             worker: WorkerId(0),
@@ -92,14 +98,19 @@ mod tests {
             duration: secs,
             reports: vec![PhaseReport {
                 when: Cow::Borrowed("call"),
-                outcome: Cow::Borrowed(if category == "failed" { "failed" } else { "passed" }),
+                outcome: Cow::Borrowed(if category == "failed" {
+                    "failed"
+                } else {
+                    "passed"
+                }),
                 category: Cow::Borrowed(category),
                 letter: Cow::Borrowed(""),
                 word: Cow::Borrowed(""),
                 duration: secs,
                 longrepr: None,
                 head_line: None,
-                crash_message: (category == "failed").then(|| "AssertionError: 1 != 2\nmore".into()),
+                crash_message: (category == "failed")
+                    .then(|| "AssertionError: 1 != 2\nmore".into()),
                 crash_line: None,
                 skip: None,
                 wasxfail: None,

@@ -45,6 +45,11 @@ impl LocalQueue {
         }
     }
 
+    /// Tests not yet handed out.
+    pub fn remaining(&self) -> usize {
+        self.scheduler.remaining()
+    }
+
     /// Adds tests that arrived later (a batch from the shared queue).
     pub fn extend(&mut self, tests: Vec<SchedTest>, unknown: &[bool]) {
         for test in &tests {

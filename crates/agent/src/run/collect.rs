@@ -206,7 +206,11 @@ impl Run<'_> {
             })
             .collect();
         let shared = self.config.shared_queue.is_some();
-        let tests = if shared { tests } else { self.node_share(tests) };
+        let tests = if shared {
+            tests
+        } else {
+            self.node_share(tests)
+        };
         self.summary.collected = tests.len();
         let unknown: Vec<bool> = tests
             .iter()

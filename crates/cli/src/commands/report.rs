@@ -42,7 +42,10 @@ pub fn command() -> Command {
 }
 
 pub fn run(matches: &ArgMatches) -> Result<i32, CliError> {
-    let raw_url = matches.get_one::<String>("queue").cloned().unwrap_or_default();
+    let raw_url = matches
+        .get_one::<String>("queue")
+        .cloned()
+        .unwrap_or_default();
     let url = RedisUrl::parse(&raw_url).map_err(|expected| {
         UsageError::invalid_value(
             "argument --queue",
@@ -62,10 +65,14 @@ pub fn run(matches: &ArgMatches) -> Result<i32, CliError> {
     };
     let wait = matches
         .get_one::<String>("wait")
-        .map(|w| crate::settings::parse_secs(w, 86_400.0))
+        .map(|w| crate::settings::parse_secs(w, 86_400.0).map(Duration::from_secs_f64))
         .transpose()
         .map_err(|expected| {
-            UsageError::invalid_value("argument --wait", matches.get_one::<String>("wait").map_or("", |s| s), &expected)
+            UsageError::invalid_value(
+                "argument --wait",
+                matches.get_one::<String>("wait").map_or("", |s| s),
+                &expected,
+            )
         })?
         .unwrap_or(Duration::from_secs(600));
     let ca_file = std::env::var_os("SHARDEX_REDIS_CA").map(std::path::PathBuf::from);
@@ -204,7 +211,14 @@ fn final_line(summary: &JobSummary) -> String {
         (summary.skipped, "skipped"),
         (summary.xfailed, "xfailed"),
         (summary.xpassed, "xpassed"),
-        (summary.errors, if summary.errors == 1 { "error" } else { "errors" }),
+        (
+            summary.errors,
+            if summary.errors == 1 {
+                "error"
+            } else {
+                "errors"
+            },
+        ),
     ] {
         if n > 0 {
             parts.push(format!("{n} {word}"));
@@ -264,12 +278,26 @@ mod tests {
         }];
         let summary = aggregate(&[report(0, 5_000, 0), failing], 3);
         let lines = render(&summary, "redis://h:6379", "b7");
-        assert_eq!(lines[0], "shared queue: redis://h:6379 (build b7): 2 of 3 nodes reported");
-        assert!(lines.contains(&"node 1: finished at +4.00 s, exit 0".to_owned()), "{lines:#?}");
-        assert!(lines.contains(&"node 3: no report (it crashed, was cancelled or is still running)".to_owned()), "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "shared queue: redis://h:6379 (build b7): 2 of 3 nodes reported"
+        );
+        assert!(
+            lines.contains(&"node 1: finished at +4.00 s, exit 0".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"node 3: no report (it crashed, was cancelled or is still running)".to_owned()
+            ),
+            "{lines:#?}"
+        );
         assert!(lines.contains(&"FAILED t.py::test_b (node 2) - AssertionError".to_owned()));
         assert!(lines.contains(&"  2.50s t.py::test_b (node 2)".to_owned()));
-        assert_eq!(lines.last().unwrap(), "==== 1 failed, 20 passed (2 of 3 nodes) ====");
+        assert_eq!(
+            lines.last().unwrap(),
+            "==== 1 failed, 20 passed (2 of 3 nodes) ===="
+        );
         assert_eq!(summary.exit_code(), 3, "a node without a report");
     }
 }

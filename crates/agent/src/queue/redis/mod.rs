@@ -1,11 +1,11 @@
 //! The shared queue's client: one `Remote` per node (CI container) talks to a Redis that all
-//! nodes reach. Layout and meaning of the keys: notes/redis-spec.md; every key of a build sits
+//! nodes reach. Layout and meaning of the keys: docs/ARCHITECTURE.md ("The shared queue");
+//! every key of a build sits
 //! under one hash tag `{shardex:<build>}` so that Redis Cluster keeps a build on one slot, and
 //! the Lua scripts (`scripts/*.lua`) do each batch take, renewal and acknowledgement in one
 //! round trip, with Redis's own clock for every deadline.
 
 mod conn;
-mod plan_stub;
 mod url;
 
 use std::path::PathBuf;
@@ -15,8 +15,7 @@ use redis::{Script, Value};
 use shardex_core::TestId;
 
 use conn::{Conn, Request};
-// The lead points this at `shardex_core::queue_plan` at merge (and deletes plan_stub.rs).
-pub use plan_stub::{
+pub use shardex_core::queue_plan::{
     collection_digest, decode_entry, encode_entry, first_differences, lease_millis, Entry, SeedPlan,
 };
 pub use url::QueueUrl;

@@ -54,7 +54,10 @@ pub enum News {
 /// What the task is asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Want { max_tests: u32, want_micros: u64 },
+    Want {
+        max_tests: u32,
+        want_micros: u64,
+    },
     Ack(Ack),
     /// Send what is pending, answer with the acknowledgements' results, and end.
     Flush(oneshot::Sender<Vec<(TestId, bool)>>),
@@ -188,7 +191,8 @@ impl SharedQueue {
         }
         let workers = self.workers as u64;
         let low = self.local.remaining() < self.workers
-            || self.local.remaining_estimate() * 1e6 < (workers * BATCH_MICROS_PER_WORKER / 2) as f64;
+            || self.local.remaining_estimate() * 1e6
+                < (workers * BATCH_MICROS_PER_WORKER / 2) as f64;
         if !low {
             return;
         }
@@ -297,8 +301,8 @@ impl WorkQueue for SharedQueue {
         self.maybe_want();
         // A worker holds its last test until more comes or it is told nothing will: tell it
         // only when no batch is on its way.
-        let more_may_come = self.want_in_flight && self.remote == Remote::Open
-            || self.remote == Remote::Joining;
+        let more_may_come =
+            self.want_in_flight && self.remote == Remote::Open || self.remote == Remote::Joining;
         if more_may_come {
             lease.dry = false;
         }
