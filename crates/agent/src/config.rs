@@ -69,6 +69,41 @@ pub struct RunConfig {
     /// This machine's share of a run split over several (`--node-index`/`--node-total`, or
     /// a CI's parallelism); `None` when nothing asked for a split.
     pub node: Option<NodeShare>,
+    /// One queue shared by every node of a CI job (`--queue redis://…`); `None`: the local
+    /// queue (this machine's share of a static split when `node` says so).
+    pub shared_queue: Option<SharedQueueConfig>,
+}
+
+/// Where the shared queue is and which job's queue this node joins.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedQueueConfig {
+    /// As given, with the password: only for connecting.
+    pub url: String,
+    /// The URL with the password hidden, for every message.
+    pub shown: String,
+    pub build: String,
+    /// Where the build id came from: a CI's name, `--build-id`, `SHARDEX_BUILD_ID`.
+    pub build_source: String,
+    /// The shortest lease of a taken test (`--queue-lease`).
+    pub lease_floor: std::time::Duration,
+    /// The key of the project's timings on Redis (`None`: the rootdir's name).
+    pub project: Option<String>,
+    /// A PEM file of the CA that signed the server's certificate (`SHARDEX_REDIS_CA`).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SharedQueueConfig {
+    // Never the password, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedQueueConfig")
+            .field("url", &self.shown)
+            .field("build", &self.build)
+            .field("build_source", &self.build_source)
+            .field("lease_floor", &self.lease_floor)
+            .field("project", &self.project)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// One machine's share of a run split over `total` machines.
@@ -109,6 +144,7 @@ impl RunConfig {
             width: 80,
             env: Vec::new(),
             node: None,
+            shared_queue: None,
         }
     }
 }

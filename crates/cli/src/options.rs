@@ -28,6 +28,7 @@ pub enum Opt {
     NoTimingStore,
     Queue,
     BuildId,
+    QueueLease,
     NodeIndex,
     NodeTotal,
     Timeout,
@@ -342,7 +343,8 @@ pub static OPTIONS: &[OptDef] = &[
         value_name: Some("QUEUE"),
         sources: Sources::Everywhere,
         default: Some("local"),
-        help: "Work queue: local (a queue shared between machines is not built yet)",
+        help: "Work queue: local, or redis://[USER:PASSWORD@]HOST[:PORT][/DB] (rediss:// for \
+               TLS) for one queue shared by every CI node of a job",
         heading: Some(SHARDEX),
         ..BASE
     },
@@ -352,7 +354,21 @@ pub static OPTIONS: &[OptDef] = &[
         kind: Kind::Text,
         value_name: Some("ID"),
         sources: Sources::Everywhere,
-        refused: Some(NOT_BUILT),
+        help: "The job the shared queue belongs to: the same on every node of one job, new \
+               on a rerun [default: from CircleCI, GitLab or Buildkite]",
+        heading: Some(SHARDEX),
+        ..BASE
+    },
+    OptDef {
+        opt: Opt::QueueLease,
+        long: Some("queue-lease"),
+        kind: Kind::Secs { max: 86_400.0 },
+        value_name: SECS,
+        sources: Sources::Everywhere,
+        default: Some("10"),
+        help: "Shortest lease of a test taken from the shared queue: a node that stops \
+               renewing its leases (it died) loses its tests to the others after this long",
+        heading: Some(SHARDEX),
         ..BASE
     },
     OptDef {

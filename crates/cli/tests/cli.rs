@@ -158,7 +158,7 @@ fn usage_errors() {
             &[("CIRCLE_NODE_TOTAL", "4")],
         ),
         (
-            "redis_not_yet",
+            "redis_without_build_id",
             &["run", "--queue", "rediss://user:hunter2@cache:6380/1"],
             &[],
         ),
@@ -299,13 +299,7 @@ const BAD_INPUTS: &[BadInput] = &[
         None,
         "--timeline is not built yet",
     ),
-    (
-        &["--build-id", "b"],
-        &[],
-        None,
-        "--build-id is not built yet",
-    ),
-    (&["--queue", "redis://h"], &[], None, "not built yet"),
+    (&["--queue", "redis://h"], &[], None, "needs a build id"),
     (&["--junitxml="], &[], None, "--junitxml"),
     (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT"),
     (

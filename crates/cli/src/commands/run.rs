@@ -149,6 +149,7 @@ fn run_config(
     config.stop_grace = settings.stop_grace;
     config.retry = settings.retry.clone();
     config.node = settings.node.clone();
+    config.shared_queue = settings.shared_queue.clone();
     config.color = output.color;
     config.width = output.width;
     config

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use shardex_agent::{NodeShare, RetryFlags};
+use shardex_agent::{NodeShare, RetryFlags, SharedQueueConfig};
 use shardex_core::schedule::DistMode;
 
 use crate::compat::ConsumedFlags;
@@ -36,7 +36,7 @@ use crate::options::{Opt, Sources, OPTIONS};
 use layers::{expand_tilde, lookup, Layer, Layers};
 
 pub use file::{FileSettings, PYPROJECT};
-pub use node::detect_ci_node;
+pub use node::{detect_ci_build, detect_ci_node, detect_ci_project};
 pub use values::{
     parse_bool, parse_count, parse_dist, parse_secs, redact_url, ColorChoice, NumProcesses,
     PythonChoice, QueueSpec, RedisUrl, TimingStoreChoice,
@@ -48,6 +48,10 @@ pub mod env {
     pub const LOG: &str = "SHARDEX_LOG";
     /// pytest-xdist's override of the `-n auto`/`-n logical` count.
     pub const PYTEST_XDIST_AUTO_NUM_WORKERS: &str = "PYTEST_XDIST_AUTO_NUM_WORKERS";
+    /// A PEM file of the CA that signed the shared queue's TLS certificate.
+    pub const REDIS_CA: &str = "SHARDEX_REDIS_CA";
+    /// The name the project's timings are kept under on the shared queue's Redis.
+    pub const PROJECT: &str = "SHARDEX_PROJECT";
 }
 
 /// Everything `shardex run` needs, resolved.
@@ -71,6 +75,8 @@ pub struct Settings {
     pub timing_store: TimingStoreChoice,
     /// This machine's share of a split run, when one is asked for.
     pub node: Option<NodeShare>,
+    /// `--queue redis://…`: the queue shared by the nodes of a CI job.
+    pub shared_queue: Option<SharedQueueConfig>,
     /// Per-test timeout; `None` when not set or set to 0 (pytest-timeout's "off").
     pub timeout: Option<Duration>,
     pub python: Option<PythonChoice>,
@@ -138,6 +144,7 @@ impl Settings {
             timings: layers.paths(Opt::Timings)?,
             timing_store: timing_store(&layers)?,
             node: node_share(&layers)?,
+            shared_queue: shared_queue(&layers)?,
             // pytest-timeout's 0 turns a timeout off (also one from env or file).
             timeout: layers.secs(Opt::Timeout)?.filter(|t| !t.is_zero()),
             python,
@@ -182,12 +189,6 @@ fn refuse_unbuilt(layers: &Layers) -> Result<(), UsageError> {
                 )));
             }
         }
-    }
-    if let Some(QueueSpec::Redis(url)) = layers.parse(Opt::Queue, QueueSpec::from_str)? {
-        return Err(UsageError::new(format!(
-            "--queue {url}: a queue shared between machines is not built yet; use --queue \
-             local, or --node-index/--node-total to split a run"
-        )));
     }
     Ok(())
 }
@@ -263,6 +264,53 @@ fn timing_store(layers: &Layers) -> Result<TimingStoreChoice, UsageError> {
         .map_or(TimingStoreChoice::Default, |(path, _)| {
             TimingStoreChoice::Path(path)
         }))
+}
+
+/// `--queue redis://…` with its build id (`--build-id`, else the CI's), its lease and
+/// where its TLS CA is.
+fn shared_queue(layers: &Layers) -> Result<Option<SharedQueueConfig>, UsageError> {
+    let Some(QueueSpec::Redis(url)) = layers.parse(Opt::Queue, QueueSpec::from_str)? else {
+        return Ok(None);
+    };
+    let (build, build_source) = match layers.raw(Opt::BuildId)? {
+        Some(raw) if !raw.text.trim().is_empty() => (
+            raw.text.trim().to_owned(),
+            raw.place.trim_start_matches("argument ").to_owned(),
+        ),
+        _ => match detect_ci_build(layers.env) {
+            Some((build, ci)) => (build, ci.to_owned()),
+            None => {
+                return Err(UsageError::new(format!(
+                    "--queue {url} needs a build id that every node of the job shares and a \
+                     rerun does not: give --build-id (or SHARDEX_BUILD_ID); on CircleCI, \
+                     GitLab and Buildkite it is found by itself"
+                )))
+            }
+        },
+    };
+    let ca_file = lookup(layers.env, env::REDIS_CA).map(std::path::PathBuf::from);
+    if let Some(ca) = &ca_file {
+        if !ca.is_file() {
+            return Err(UsageError::new(format!(
+                "{}: {} is not a file; give the PEM file of the CA that signed the Redis \
+                 server's certificate",
+                env::REDIS_CA,
+                ca.display()
+            )));
+        }
+    }
+    Ok(Some(SharedQueueConfig {
+        shown: url.to_string(),
+        url: url.url,
+        build,
+        build_source,
+        lease_floor: layers
+            .secs(Opt::QueueLease)?
+            .filter(|d| !d.is_zero())
+            .unwrap_or(std::time::Duration::from_secs(10)),
+        project: lookup(layers.env, env::PROJECT).or_else(|| detect_ci_project(layers.env)),
+        ca_file,
+    }))
 }
 
 /// `--node-index`/`--node-total`, each from its own layers, else from the CI's variables.

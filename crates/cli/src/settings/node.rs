@@ -79,6 +79,71 @@ pub fn detect_ci_node(
     Ok(None)
 }
 
+/// The id a CI gives one job, the same on each of its parallel nodes and new on a rerun,
+/// with the CI's name. CircleCI: the job's UUID. GitLab: the pipeline and the job's name
+/// without its `N/M` suffix (parallel jobs have one id each). Buildkite: the build and the
+/// step, and the retry count when the job was retried (a retried job gets a fresh queue
+/// rather than finding every test done).
+pub fn detect_ci_build(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, &'static str)> {
+    let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(job) = get("CIRCLE_WORKFLOW_JOB_ID") {
+        return Some((job, "CircleCI"));
+    }
+    if let Some(pipeline) = get("CI_PIPELINE_ID") {
+        let name = get("CI_JOB_NAME").unwrap_or_default();
+        return Some((
+            format!("{pipeline}/{}", without_parallel_suffix(&name)),
+            "GitLab",
+        ));
+    }
+    if let Some(build) = get("BUILDKITE_BUILD_ID") {
+        let step = get("BUILDKITE_STEP_ID").unwrap_or_default();
+        let retry = get("BUILDKITE_RETRY_COUNT").filter(|r| r != "0");
+        let id = match retry {
+            Some(retry) => format!("{build}/{step}/retry-{retry}"),
+            None => format!("{build}/{step}"),
+        };
+        return Some((id, "Buildkite"));
+    }
+    None
+}
+
+/// The repository's name as the CI gives it, for the timings kept on the shared queue.
+pub fn detect_ci_project(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(repo) = get("CIRCLE_PROJECT_REPONAME") {
+        return Some(match get("CIRCLE_PROJECT_USERNAME") {
+            Some(user) => format!("{user}/{repo}"),
+            None => repo,
+        });
+    }
+    get("CI_PROJECT_PATH").or_else(|| {
+        let pipeline = get("BUILDKITE_PIPELINE_SLUG")?;
+        Some(match get("BUILDKITE_ORGANIZATION_SLUG") {
+            Some(org) => format!("{org}/{pipeline}"),
+            None => pipeline,
+        })
+    })
+}
+
+/// GitLab names the parallel jobs of `test` `test 1/4` … `test 4/4`.
+fn without_parallel_suffix(name: &str) -> &str {
+    match name.rsplit_once(' ') {
+        Some((base, last))
+            if last
+                .split_once('/')
+                .is_some_and(|(a, b)| is_number(a) && is_number(b)) =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +206,45 @@ mod tests {
         for (env, expected) in cases {
             assert_eq!(detect(env), Ok(*expected), "{env:?}");
         }
+    }
+
+    #[test]
+    fn build_ids() {
+        let build = |pairs: &[(&str, &str)]| {
+            let env = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            };
+            detect_ci_build(&env)
+        };
+        assert_eq!(build(&[]), None);
+        assert_eq!(
+            build(&[("CIRCLE_WORKFLOW_JOB_ID", "7c2e"), ("CIRCLE_NODE_INDEX", "1")]),
+            Some(("7c2e".into(), "CircleCI"))
+        );
+        // Every parallel job of `test` shares one queue; another job gets its own.
+        assert_eq!(
+            build(&[("CI_PIPELINE_ID", "88"), ("CI_JOB_NAME", "test 3/4")]),
+            Some(("88/test".into(), "GitLab"))
+        );
+        assert_eq!(
+            build(&[("CI_PIPELINE_ID", "88"), ("CI_JOB_NAME", "lint 2024/v1x")]),
+            Some(("88/lint 2024/v1x".into(), "GitLab"))
+        );
+        assert_eq!(
+            build(&[("BUILDKITE_BUILD_ID", "b1"), ("BUILDKITE_STEP_ID", "s2")]),
+            Some(("b1/s2".into(), "Buildkite"))
+        );
+        assert_eq!(
+            build(&[
+                ("BUILDKITE_BUILD_ID", "b1"),
+                ("BUILDKITE_STEP_ID", "s2"),
+                ("BUILDKITE_RETRY_COUNT", "1")
+            ]),
+            Some(("b1/s2/retry-1".into(), "Buildkite"))
+        );
     }
 
     #[test]

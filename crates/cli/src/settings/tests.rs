@@ -389,13 +389,14 @@ fn error_table() {
         (&["--node-total", "0"], &[], None, "argument --node-total: invalid value '0' (expected a whole number from 1 to 10000)"),
         (&["--queue", "memcached://x"], &[], None, "argument --queue: invalid value 'memcached://x' (expected local, redis://[USER:PASSWORD@]HOST[:PORT][/DB] or rediss://…)"),
         (&["--queue=redis://u:pw@h:x"], &[], None, "argument --queue: invalid value 'redis://u:***@h:x' (port 'x' is not a number from 1 to 65535)"),
-        (&["--queue=redis://u:pw@h"], &[], None, "--queue redis://u:***@h: a queue shared between machines is not built yet; use --queue local, or --node-index/--node-total to split a run"),
+        (&["--queue=redis://u:pw@h"], &[], None, "--queue redis://u:***@h needs a build id that every node of the job shares and a rerun does not: give --build-id (or SHARDEX_BUILD_ID); on CircleCI, GitLab and Buildkite it is found by itself"),
+        (&["--queue=redis://h", "--build-id=b"], &[("SHARDEX_REDIS_CA", "/nonexistent/ca.pem")], None, "SHARDEX_REDIS_CA: /nonexistent/ca.pem is not a file; give the PEM file of the CA that signed the Redis server's certificate"),
+        (&["--queue=redis://h", "--build-id=b", "--queue-lease=-1"], &[], None, "argument --queue-lease: invalid value '-1' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[("SHARDEX_QUEUE", "redis://u:hunter2@h:99999")], None, "SHARDEX_QUEUE: invalid value 'redis://u:***@h:99999' (port '99999' is not a number from 1 to 65535)"),
         (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT: invalid value 'abc' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[("SHARDEX_NUMPROCESSES", "0x10")], None, "SHARDEX_NUMPROCESSES: invalid value '0x10' (expected auto, logical or a number of workers up to 1024)"),
         (&[], &[("SHARDEX_SPAWN", "maybe")], None, "SHARDEX_SPAWN: invalid value 'maybe' (expected true or false)"),
         (&[], &[("SHARDEX_TIMELINE", "t.html")], None, "SHARDEX_TIMELINE: --timeline is not built yet; remove it"),
-        (&[], &[("SHARDEX_BUILD_ID", "b")], None, "SHARDEX_BUILD_ID: --build-id is not built yet; remove it"),
         (&[], &[("CIRCLE_NODE_INDEX", "x")], None, "CIRCLE_NODE_INDEX: invalid value 'x' (expected a job index from 0 to 0 with CIRCLE_NODE_TOTAL = 1)"),
         (&[], &[], Some("[tool.shardex]\ntimeout = \"soon\"\n"), "/src/pyproject.toml: [tool.shardex] timeout: invalid value 'soon' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[], Some("[tool.shardex]\ntimeout = 1e20\n"), "/src/pyproject.toml: [tool.shardex] timeout: invalid value '100000000000000000000' (expected at most 604800 seconds)"),
@@ -469,4 +470,35 @@ fn redis_urls() {
 fn junitxml_tilde() {
     let s = ok(&["--junitxml=~/r/junit.xml"], &[("HOME", "/home/u")], None);
     assert_eq!(s.junitxml, Some(PathBuf::from("/home/u/r/junit.xml")));
+}
+
+#[test]
+fn shared_queue_and_its_build_id() {
+    let circle = [
+        ("CIRCLE_WORKFLOW_JOB_ID", "job-7"),
+        ("CIRCLE_NODE_INDEX", "1"),
+        ("CIRCLE_NODE_TOTAL", "4"),
+        ("CIRCLE_PROJECT_USERNAME", "acme"),
+        ("CIRCLE_PROJECT_REPONAME", "shop"),
+    ];
+    let s = resolve(&["--queue", "redis://u:pw@cache:6390/2"], &circle, None).unwrap();
+    let q = s.shared_queue.expect("a shared queue");
+    assert_eq!(q.url, "redis://u:pw@cache:6390/2");
+    assert_eq!(q.shown, "redis://u:***@cache:6390/2");
+    assert_eq!((q.build.as_str(), q.build_source.as_str()), ("job-7", "CircleCI"));
+    assert_eq!(q.project.as_deref(), Some("acme/shop"));
+    assert_eq!(q.lease_floor, Duration::from_secs(10));
+    assert!(!format!("{q:?}").contains("pw"));
+    // --build-id and SHARDEX_QUEUE win over the CI's; the lease comes from its option.
+    let s = resolve(
+        &["--build-id", "b-2", "--queue-lease", "2.5"],
+        &[("SHARDEX_QUEUE", "rediss://h"), circle[0]],
+        None,
+    )
+    .unwrap();
+    let q = s.shared_queue.unwrap();
+    assert_eq!((q.build.as_str(), q.build_source.as_str()), ("b-2", "--build-id"));
+    assert_eq!(q.lease_floor, Duration::from_millis(2500));
+    // The local queue takes no build id.
+    assert!(resolve(&["--build-id", "b"], &[], None).unwrap().shared_queue.is_none());
 }
