@@ -12,7 +12,8 @@ pub mod sizing;
 pub mod stats;
 
 pub use config::{
-    NodeShare, RetryFlags, RunConfig, SharedQueueConfig, WorkerMode, DEFAULT_KILL_GRACE, DEFAULT_STOP_GRACE,
+    NodeShare, RetryFlags, RunConfig, SharedQueueConfig, WorkerMode, DEFAULT_KILL_GRACE,
+    DEFAULT_STOP_GRACE,
 };
 pub use errors::AgentError;
 pub use run::execute;

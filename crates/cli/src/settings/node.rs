@@ -85,7 +85,11 @@ pub fn detect_ci_node(
 /// step, and the retry count when the job was retried (a retried job gets a fresh queue
 /// rather than finding every test done).
 pub fn detect_ci_build(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, &'static str)> {
-    let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let get = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(job) = get("CIRCLE_WORKFLOW_JOB_ID") {
         return Some((job, "CircleCI"));
     }
@@ -110,7 +114,11 @@ pub fn detect_ci_build(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, 
 
 /// The repository's name as the CI gives it, for the timings kept on the shared queue.
 pub fn detect_ci_project(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let get = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(repo) = get("CIRCLE_PROJECT_REPONAME") {
         return Some(match get("CIRCLE_PROJECT_USERNAME") {
             Some(user) => format!("{user}/{repo}"),
@@ -221,7 +229,10 @@ mod tests {
         };
         assert_eq!(build(&[]), None);
         assert_eq!(
-            build(&[("CIRCLE_WORKFLOW_JOB_ID", "7c2e"), ("CIRCLE_NODE_INDEX", "1")]),
+            build(&[
+                ("CIRCLE_WORKFLOW_JOB_ID", "7c2e"),
+                ("CIRCLE_NODE_INDEX", "1")
+            ]),
             Some(("7c2e".into(), "CircleCI"))
         );
         // Every parallel job of `test` shares one queue; another job gets its own.

@@ -485,7 +485,10 @@ fn shared_queue_and_its_build_id() {
     let q = s.shared_queue.expect("a shared queue");
     assert_eq!(q.url, "redis://u:pw@cache:6390/2");
     assert_eq!(q.shown, "redis://u:***@cache:6390/2");
-    assert_eq!((q.build.as_str(), q.build_source.as_str()), ("job-7", "CircleCI"));
+    assert_eq!(
+        (q.build.as_str(), q.build_source.as_str()),
+        ("job-7", "CircleCI")
+    );
     assert_eq!(q.project.as_deref(), Some("acme/shop"));
     assert_eq!(q.lease_floor, Duration::from_secs(10));
     assert!(!format!("{q:?}").contains("pw"));
@@ -497,8 +500,14 @@ fn shared_queue_and_its_build_id() {
     )
     .unwrap();
     let q = s.shared_queue.unwrap();
-    assert_eq!((q.build.as_str(), q.build_source.as_str()), ("b-2", "--build-id"));
+    assert_eq!(
+        (q.build.as_str(), q.build_source.as_str()),
+        ("b-2", "--build-id")
+    );
     assert_eq!(q.lease_floor, Duration::from_millis(2500));
     // The local queue takes no build id.
-    assert!(resolve(&["--build-id", "b"], &[], None).unwrap().shared_queue.is_none());
+    assert!(resolve(&["--build-id", "b"], &[], None)
+        .unwrap()
+        .shared_queue
+        .is_none());
 }
