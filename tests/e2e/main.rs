@@ -12,6 +12,7 @@ mod order;
 mod parity;
 mod plugins;
 mod pytest7;
+mod queue;
 mod retry;
 mod robust;
 mod session_once;

@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+pub mod redis_server;
+
 // ------------------------------------------------------------------------------------------ paths
 
 /// The repository root (the parent of this crate's manifest dir).
@@ -410,6 +412,75 @@ fn spawn_reader(
             }
         }
     })
+}
+
+/// Wait for several runs at once (K agents playing K CI containers): each is reaped when it
+/// exits, so each `elapsed` is its own (waiting one after the other would stretch the
+/// earlier finishers' times). A timeout panics as [`Running::wait`] does.
+pub fn wait_all(runs: Vec<Running>, timeout: Duration) -> Vec<RunOutput> {
+    let waiters: Vec<_> = runs
+        .into_iter()
+        .map(|r| thread::spawn(move || r.wait(timeout)))
+        .collect();
+    waiters
+        .into_iter()
+        .map(|w| {
+            w.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `pid` and every live descendant (by parent pid, whatever their process groups).
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if let Some(pp) = parent_of(p) {
+                    parents.push((p, pp));
+                }
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// SIGKILL a process and all its descendants at once, as when a CI container dies (its
+/// workers may sit in process groups of their own). Everything is stopped first, so nothing
+/// forks or reacts between the listing and the kill. Returns the pids killed.
+pub fn kill_tree(pid: i32) -> Vec<i32> {
+    let tree = process_tree(pid);
+    for p in &tree {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGSTOP);
+    }
+    let tree = process_tree(pid);
+    for p in &tree {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    tree
 }
 
 /// Builder for `python -m pytest` (baseline) and `shardex-dup run` invocations in a suite dir.
