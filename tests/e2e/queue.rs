@@ -25,7 +25,7 @@ use shardex_e2e::{
 use crate::shardex_bin;
 
 const FIXTURE: &str = "queue";
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const RUN_TIMEOUT: Duration = Duration::from_secs(40);
 
 // ------------------------------------------------------------------------------------------ helpers
 
@@ -277,6 +277,30 @@ fn poll<T>(limit: Duration, runs: &[Running], why: &str, mut what: impl FnMut() 
     }
 }
 
+/// The number (as in "node K of N") of the node that seeded the queue: the one whose output
+/// says `shared queue: seeded it`; every other node must name it in `seeded by node K`.
+fn seeder_number(outs: &[&RunOutput], nodes: usize) -> usize {
+    let mut seeders = Vec::new();
+    for out in outs {
+        let header = (1..=nodes)
+            .find(|k| out.stdout.contains(&format!(", node {k} of {nodes}")))
+            .unwrap_or_else(|| panic!("no `node K of {nodes}` in\n{}", out.describe()));
+        if out.stdout.contains("shared queue: seeded it") {
+            seeders.push(header);
+        }
+    }
+    assert_eq!(seeders.len(), 1, "one seeder\n{}", describe_all(outs));
+    let k = seeders[0];
+    for out in outs {
+        let says_seeded = out.stdout.contains("shared queue: seeded it")
+            || out
+                .stdout
+                .contains(&format!("shared queue: seeded by node {k};"));
+        assert!(says_seeded, "`seeded by node {k}`\n{}", out.describe());
+    }
+    k
+}
+
 fn exit_times(job: &Job, outs: &[RunOutput]) -> Vec<f64> {
     outs.iter()
         .enumerate()
@@ -313,6 +337,7 @@ fn three_nodes_run_every_test_exactly_once_and_report_the_job() {
         );
     }
     job.assert_no_survivors(&refs);
+    seeder_number(&refs, 3);
     let indexed: Vec<(usize, &RunOutput)> = outs.iter().enumerate().collect();
     assert_exactly_once(&indexed);
 
@@ -653,17 +678,22 @@ fn a_node_with_a_different_collection_exits_3_naming_the_differences() {
     );
     let extra = job.start(2, &[], &[]);
     let narrower = job.start(3, &["-k", "not test_two"], &[]);
-    let differing = wait_all(vec![extra, narrower], RUN_TIMEOUT);
-    let outs = wait_all(runs, RUN_TIMEOUT);
+    let mut runs = runs;
+    runs.extend([extra, narrower]);
+    let mut outs = wait_all(runs, RUN_TIMEOUT);
+    let differing = outs.split_off(2);
+    // The error names the seeder as its own start line does ("node K of 4").
+    let seeder = seeder_number(&[&outs[0], &outs[1]], 4);
     let expect = [
         (
             &differing[0],
             "collected 48 tests",
             "+ test_extra.py::test_only_here",
         ),
+        // -k "not test_two" deselects test_alpha.py::test_two and TestZeta::test_two.
         (
             &differing[1],
-            "collected 46 tests",
+            "collected 45 tests",
             "- test_alpha.py::test_two",
         ),
     ];
@@ -673,13 +703,13 @@ fn a_node_with_a_different_collection_exits_3_naming_the_differences() {
             .first()
             .map(|l| l.to_string())
             .unwrap_or_default();
+        let seeded = format!("seeded by node {seeder} with 47");
         assert!(
             line.contains(count)
-                && line.contains("seeded by node")
-                && line.contains("with 47")
+                && line.contains(&seeded)
                 && line.contains("first differences:")
                 && line.contains(diff),
-            "`shardex: error: this node {count}, the queue was seeded by node K with 47; \
+            "`shardex: error: this node {count}, the queue was {seeded}; \
              first differences: {diff}`\n{}",
             out.describe()
         );
@@ -717,12 +747,20 @@ fn dash_x_one_failure_stops_every_node_within_a_second() {
         .find(|l| l.kind == "fail")
         .map(|l| l.at)
         .unwrap_or_else(|| panic!("the test did not fail\n{}", describe_all(&refs)));
+    let failing = (0..3)
+        .find(|&i| logs[i].iter().any(|l| l.kind == "fail"))
+        .unwrap();
     let exits = exit_times(&job, &outs);
     for (i, out) in outs.iter().enumerate() {
         out.assert_code(1);
+        // The failing node may say it as pytest -x does; the others name it as their start
+        // line names it ("node K of 3").
+        let named = format!("(node {})", failing + 1);
+        let stop_lines = lines_starting(out, "stopping:");
         assert!(
-            !lines_starting(out, "stopping").is_empty(),
-            "node {i}: a `stopping: …` line\n{}",
+            (i == failing && out.stdout.contains("stopping after 1 failures"))
+                || stop_lines.iter().any(|l| l.contains(&named)),
+            "node {i}: a `stopping: … {named}` line\n{}",
             out.describe()
         );
         let late: Vec<String> = logs[i]
