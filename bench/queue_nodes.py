@@ -97,7 +97,7 @@ def junit_ids(path: Path) -> list[str]:
     return [f"{c.get('classname')}::{c.get('name')}" for c in root.iter("testcase")]
 
 
-def run_job(shardex: str, tmp: Path, redis: Redis | None) -> JobRun:
+def run_job(shardex: str, tmp: Path, redis: Redis | None, details: bool = False) -> JobRun:
     """One job: 4 nodes started at once; waits for all, checks, measures."""
     problems: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="job-", dir=tmp))
@@ -156,11 +156,15 @@ def run_job(shardex: str, tmp: Path, redis: Redis | None) -> JobRun:
             except OSError:
                 pass
     spans = []
+    per_node = []
     for log in logs:
+        mine = []
         if log.exists():
             for line in log.read_text().splitlines():
-                start, end, _ = line.split(" ", 2)
-                spans.append((float(start), float(end)))
+                start, end, nodeid = line.split(" ", 2)
+                mine.append((float(start), float(end), nodeid))
+        per_node.append(mine)
+        spans += [(s, e) for s, e, _ in mine]
     seen: dict[str, int] = {}
     for i, j in enumerate(junits):
         try:
@@ -173,6 +177,12 @@ def run_job(shardex: str, tmp: Path, redis: Redis | None) -> JobRun:
         twice = sorted(k for k, n in seen.items() if n > 1)
         problems.append(f"JUnit union: {len(seen)} distinct of {TESTS}, twice: {twice[:5]}")
     first = min((s for s, _ in spans), default=float("nan"))
+    if details:
+        for i, mine in enumerate(per_node):
+            longs = [f"{n.split('::')[-1]} {s - first:.2f}-{e - first:.2f}" for s, e, n in mine if e - s > 1.0]
+            B.log(f"  node {i}: {len(mine)} tests, first start +{min(s for s, _, _ in mine) - first:.2f} s, "
+                  f"last end +{max(e for _, e, _ in mine) - first:.2f} s, exit +{exits[i] - first:.2f} s; "
+                  f"long tests: {', '.join(longs) or '-'}")
     test_makespan = max((e for _, e in spans), default=float("nan")) - first
     shutil.rmtree(work, ignore_errors=True)
     return JobRun(max(exits) - t0, max(exits) - first, test_makespan, max(exits) - min(exits), once,
@@ -222,6 +232,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", default="queue,static")
+    ap.add_argument("--details", action="store_true",
+                    help="log each node's first start, last end, exit and long tests (relative to the first test start)")
     args = ap.parse_args()
     if not Path(B.SHARDEX).exists():
         print(f"bench: no shardex binary at {B.SHARDEX}", file=sys.stderr)
@@ -242,7 +254,7 @@ def main() -> int:
         for rep in range(args.reps):
             B.wait_quiet()
             for v in variants:
-                r = run_job(shardex, tmp, redis if v == "queue" else None)
+                r = run_job(shardex, tmp, redis if v == "queue" else None, args.details)
                 B.log(f"rep {rep + 1} {v}: job {r.job_makespan:.2f} s, tests {r.test_makespan:.2f} s, wall {r.wall:.2f} s, "
                       f"spread {r.spread:.2f} s, once {r.exactly_once} {r.problems}")
                 results[v].append(r)
