@@ -57,17 +57,22 @@ pub enum RemoteError {
     Unreachable(String),
     #[error("no answer within the call timeout ({0})")]
     Timeout(&'static str),
-    #[error("the queue was not seeded within {0:?} (the seeding node may have died)")]
+    #[error(
+        "no node seeded the shared queue within {} s (the seeding node may have died; \
+         rerun the job)", .0.as_secs()
+    )]
     SeedTimeout(Duration),
     #[error("the queue's data is gone (Redis restarted without persistence, or evicted it)")]
     Lost,
     #[error(
-        "this node collected {ours} tests, the queue was seeded by node {seeded_by} with {theirs}; \
-         first differences: {}", differences.join(", ")
+        "this node collected {ours} tests, the queue was seeded by node {} with {theirs}; \
+         first differences: {} (every node must collect the same tests: the same \
+         dependencies, paths and -k/-m)", seeded_by + 1, differences.join(", ")
     )]
     CollectionDiffers {
         ours: usize,
         theirs: usize,
+        /// From 0 (shown from 1, as the header's node numbers).
         seeded_by: u32,
         differences: Vec<String>,
     },
