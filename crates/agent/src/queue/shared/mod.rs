@@ -396,6 +396,9 @@ impl WorkQueue for SharedQueue {
                 seeded_by,
                 seeded_here,
             } => {
+                // Batches are formed against the node's whole share, not each batch alone.
+                let micros: u64 = share.iter().map(|e| e.micros).sum();
+                self.local.expect_total(micros as f64 / 1e6);
                 self.seeded_share = share.into_iter().flat_map(|e| e.ids).collect();
                 if self.remote == Remote::Joining {
                     self.remote = Remote::Open;
