@@ -26,6 +26,8 @@ pub const LEASE_FACTOR: u32 = 3;
 /// How many differing ids a `CollectionDiffers` names.
 const DIFFERENCES_SHOWN: usize = 5;
 const SEED_POLL: Duration = Duration::from_millis(50);
+/// Acknowledgements per script call (the script unpacks the ids: Lua's stack has ~8,000 slots).
+const ACK_CHUNK: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct RemoteOptions {
@@ -393,10 +395,16 @@ impl Remote {
 
     /// Acknowledges finished tests; per test, whether this was the first acknowledgement (the
     /// one that counts). Hard failures count toward `maxfail` (0: no limit) job-wide.
+    /// One round trip per `ACK_CHUNK` acknowledgements.
     pub async fn ack(&mut self, acks: &[Ack], maxfail: u32) -> Result<Vec<bool>, RemoteError> {
-        if acks.is_empty() {
-            return Ok(Vec::new());
+        let mut firsts = Vec::with_capacity(acks.len());
+        for chunk in acks.chunks(ACK_CHUNK) {
+            firsts.extend(self.ack_chunk(chunk, maxfail).await?);
         }
+        Ok(firsts)
+    }
+
+    async fn ack_chunk(&mut self, acks: &[Ack], maxfail: u32) -> Result<Vec<bool>, RemoteError> {
         let mut inv = self.scripts.ack.key(self.key("seed"));
         inv.arg(&self.prefix)
             .arg(self.node)

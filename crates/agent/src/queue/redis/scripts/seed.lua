@@ -31,7 +31,8 @@ for n = 0, nodes - 1 do
     j = last + 1
   end
   if len > 0 then redis.call('EXPIRE', key, ttl) end
-  redis.call('HSET', p .. ':left', n, left)
+  -- `left` names non-empty lists only (a thief scans it).
+  if len > 0 then redis.call('HSET', p .. ':left', n, left) end
   i = i + len + 1
 end
 redis.call('EXPIRE', p .. ':left', ttl)
