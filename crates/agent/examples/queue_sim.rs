@@ -602,8 +602,9 @@ async fn report(
     let (e50, e99) = evalsha_percentiles(raw).await;
     println!("| Redis-side script execution p50 / p99 (LATENCY HISTOGRAM, ≤ bucket) | {e50} / {e99} µs | |");
     println!(
-        "| take latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms | p99 ≤ 5 ms |",
+        "| take latency p50 / p90 / p99 / max | {:.2} / {:.2} / {:.2} / {:.2} ms | p99 ≤ 5 ms |",
         pct(&takes, 0.5),
+        pct(&takes, 0.9),
         pct(&takes, 0.99),
         pct(&takes, 1.0)
     );

@@ -322,6 +322,31 @@ async fn a_dead_seeder_is_a_seed_timeout() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
+#[tokio::test]
+async fn a_waiting_node_seeds_when_the_seeder_died() {
+    let s = RedisServer::start();
+    let mut c = s.raw().await;
+    // Node 3 won and died before seeding: its marker expires.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:seed", key_prefix("b")))
+        .arg("seeding 3")
+        .arg("EX")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut r = node(&s, "b", 1, opts(10_000)).await;
+    let p = plan(4, 2, 1);
+    let j = r.join(&p, Duration::from_secs(4)).await.unwrap();
+    assert!(j.seeded_here && j.seeded_by == 1, "{j:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}:seed", key_prefix("b")))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 11 * 3600, "`ready` carries the build's TTL: {ttl}");
+}
+
 // ---------------------------------------------------------------- taking and acknowledging
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

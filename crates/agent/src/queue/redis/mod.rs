@@ -26,6 +26,7 @@ pub const LEASE_FACTOR: u32 = 3;
 /// How many differing ids a `CollectionDiffers` names.
 const DIFFERENCES_SHOWN: usize = 5;
 const SEED_POLL: Duration = Duration::from_millis(50);
+const MIN_SEED_MARKER: Duration = Duration::from_secs(5);
 /// Acknowledgements per script call (the script unpacks the ids: Lua's stack has ~8,000 slots).
 const ACK_CHUNK: usize = 1000;
 
@@ -225,12 +226,15 @@ impl Remote {
             .map_err(|_| RemoteError::Protocol("too many nodes".into()))?;
         let start = Instant::now();
         loop {
+            // The marker outlives the seed call (the plan is computed before) but not a dead
+            // seeder: then a waiting node finds it gone and seeds instead.
+            let marker_ttl = (2 * self.opts.call_timeout).max(MIN_SEED_MARKER);
             let mut set = redis::cmd("SET");
             set.arg(self.key("seed"))
                 .arg(format!("seeding {}", self.node))
                 .arg("NX")
                 .arg("EX")
-                .arg(secs(self.opts.ttl));
+                .arg(secs(marker_ttl));
             let won: Option<String> = self.conn.call("join", Request::Cmd(&set)).await?;
             if won.is_some() && self.seed(plan).await? {
                 let share = plan
