@@ -415,6 +415,17 @@ async fn k_nodes_acknowledge_every_test_exactly_once() {
         .unwrap();
     assert_eq!(done, n);
     assert!(runs.values().all(|r| *r == 1));
+    // Every key of the build carries the TTL (the lease keys since seeding: takes do not refresh).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 8, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 11 * 3600, "{k}: TTL {ttl}");
+    }
 }
 
 #[tokio::test]

@@ -3,15 +3,16 @@
 -- Returns {'lost'} | {'stop', reason} | {'drained'} | {'exhausted'} |
 --         {'tests', id1, lease1, micros1, reclaimed1, id2, ...}.
 -- Redis runs one script at a time and every node's take waits behind the others': the work per
--- call is kept small (multi-field HSET/ZADD, one lease id per call, no scan of empty lists).
+-- call is kept small (multi-field HSET/ZADD, one lease id per call, no scan of empty lists,
+-- no TTL refresh).
 local p, node = ARGV[1], ARGV[2]
 local max_tests, want = tonumber(ARGV[4]), tonumber(ARGV[5])
 local factor, floor_ms, ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 -- The seed key outlives the run: without it Redis lost our data (restarted without persistence,
 -- or evicted): a node must not take an empty queue for a finished one.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'lost'} end
-local stop = redis.call('GET', p .. ':stop')
-if stop then return {'stop', stop} end
+local flags = redis.call('MGET', KEYS[1], p .. ':stop')
+if not flags[1] then return {'lost'} end
+if flags[2] then return {'stop', flags[2]} end
 
 -- Redis's clock, not the nodes': no skew between containers.
 local t = redis.call('TIME')
@@ -43,6 +44,7 @@ for _, id in ipairs(expired) do
   else
     local m = o and tonumber(string.match(o, '(%d+)$')) or 0
     redis.call('HINCRBY', p .. ':reclaimed', id, 1)
+    redis.call('EXPIRE', p .. ':reclaimed', ttl)
     lease(id, m, 1)
   end
 end
@@ -64,18 +66,22 @@ local function forget_if_empty(q, n)
   if redis.call('LLEN', q) == 0 then redis.call('HDEL', left, n) end
 end
 
--- Own list from the head (its heavy atoms come first).
+-- Own list from the head (its heavy atoms come first): one LRANGE of at most max_tests entries
+-- (each holds at least one test) and one LTRIM, rather than a call per entry.
 local own = p .. ':q:' .. node
-local mine, popped = 0, false
-while count < max_tests and (count == 0 or micros < want) do
-  local e = redis.call('LPOP', own)
-  if not e then break end
-  popped = true
-  mine = mine + take_entry(e)
-end
-if popped then
-  redis.call('HINCRBY', left, node, -mine)
-  forget_if_empty(own, node)
+local mine, used = 0, 0
+if count < max_tests then
+  local head = redis.call('LRANGE', own, 0, max_tests - count - 1)
+  for _, e in ipairs(head) do
+    if count >= max_tests or (count > 0 and micros >= want) then break end
+    mine = mine + take_entry(e)
+    used = used + 1
+  end
+  if used > 0 then
+    redis.call('LTRIM', own, used, -1)
+    redis.call('HINCRBY', left, node, -mine)
+    if used == #head then forget_if_empty(own, node) end
+  end
 end
 
 -- Nothing of our own: steal from the tail (light atoms) of the list with most time left,
@@ -106,7 +112,8 @@ end
 
 if count == 0 then
   -- Leases in flight elsewhere may still expire and come back.
-  if redis.call('ZCARD', deadline) > 0 then return {'drained'} end
+  -- (More than the seed's sentinel.)
+  if redis.call('ZCARD', deadline) > 1 then return {'drained'} end
   return {'exhausted'}
 end
 -- In chunks: Lua's unpack is limited to a few thousand values (an entry may be a big scope).
@@ -114,7 +121,6 @@ for i = 1, #owners, 1000 do
   redis.call('HSET', owner, unpack(owners, i, math.min(i + 999, #owners)))
   redis.call('ZADD', deadline, unpack(deadlines, i, math.min(i + 999, #deadlines)))
 end
-for _, k in ipairs({owner, deadline, p .. ':lease_ctr', p .. ':reclaimed'}) do
-  redis.call('EXPIRE', k, ttl)
-end
+-- No EXPIRE here: owner, deadline and lease_ctr got the build's TTL at seeding and are never
+-- deleted (sentinels), so they keep it.
 return out
