@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub fn command() -> Command {
     Command::new("report")
-        .about("Wait for every node of a job that shared a queue, print the job's summary, exit with its code")
+        .about("The summary of a job that shared a queue, once every node reported")
         .arg(
             Arg::new("queue")
                 .long("queue")
