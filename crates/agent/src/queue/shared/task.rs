@@ -130,12 +130,17 @@ impl Task {
                 });
                 Some(remote)
             }
-            Err(err @ (RemoteError::CollectionDiffers { .. } | RemoteError::SeedTimeout(_))) => {
-                self.tell(News::Fatal(err.to_string()));
+            // Redis failing (or the queue vanishing) while joining: the static split.
+            Err(
+                err @ (RemoteError::Unreachable(_) | RemoteError::Timeout(_) | RemoteError::Lost),
+            ) => {
+                self.tell(News::Unreachable(err.to_string()));
                 None
             }
+            // This node cannot join this job's queue (another collection, another node
+            // count, no seed): running anyway would run a wrong share.
             Err(err) => {
-                self.tell(News::Unreachable(err.to_string()));
+                self.tell(News::Fatal(err.to_string()));
                 None
             }
         }
