@@ -25,6 +25,10 @@ pub enum AgentError {
     Protocol { peer: String, reason: String },
     #[error("the collections of the workers differ:\n{diff}")]
     CollectionMismatch { diff: String },
+    /// The job's shared queue cannot be used by this node (its collection differs from the
+    /// seeded one; no node seeded the queue in time).
+    #[error("{0}")]
+    SharedQueue(String),
     #[error("timing data: {0}")]
     Timing(#[from] shardex_core::TimingError),
     #[error("cannot write the JUnit report {path}: {source}")]

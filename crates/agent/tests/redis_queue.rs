@@ -41,6 +41,8 @@ struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// The TLS test's certificates, removed with the server.
+    certs: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -56,6 +58,7 @@ impl RedisServer {
             port: free_port(),
             dir,
             extra,
+            certs: None,
         };
         s.spawn(tls);
         s
@@ -319,6 +322,31 @@ async fn a_dead_seeder_is_a_seed_timeout() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
+#[tokio::test]
+async fn a_waiting_node_seeds_when_the_seeder_died() {
+    let s = RedisServer::start();
+    let mut c = s.raw().await;
+    // Node 3 won and died before seeding: its marker expires.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:seed", key_prefix("b")))
+        .arg("seeding 3")
+        .arg("EX")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut r = node(&s, "b", 1, opts(10_000)).await;
+    let p = plan(4, 2, 1);
+    let j = r.join(&p, Duration::from_secs(4)).await.unwrap();
+    assert!(j.seeded_here && j.seeded_by == 1, "{j:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}:seed", key_prefix("b")))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 11 * 3600, "`ready` carries the build's TTL: {ttl}");
+}
+
 // ---------------------------------------------------------------- taking and acknowledging
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,6 +415,17 @@ async fn k_nodes_acknowledge_every_test_exactly_once() {
         .unwrap();
     assert_eq!(done, n);
     assert!(runs.values().all(|r| *r == 1));
+    // Every key of the build carries the TTL (the lease keys since seeding: takes do not refresh).
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 8, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 11 * 3600, "{k}: TTL {ttl}");
+    }
 }
 
 #[tokio::test]
@@ -412,12 +451,13 @@ async fn a_dry_node_steals_from_the_tail_of_the_list_with_most_time_left() {
     let own = tests_of(nodes[1].take(1, 1).await.unwrap());
     assert_eq!(own[0].id, id(3));
     let mut c = s.raw().await;
-    assert_eq!(
-        hget(&mut c, &format!("{}:left", key_prefix("b")), "1")
-            .await
-            .as_deref(),
-        Some("0")
-    );
+    // An empty list leaves `left` (thieves scan only what is there).
+    let left: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(format!("{}:left", key_prefix("b")))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, HashMap::from([("0".to_string(), 3000)]));
     // A node takes its own list's head first even with max_tests 1 and a small want.
     let own = tests_of(nodes[0].take(1, 1).await.unwrap());
     assert_eq!(own[0].id, id(0));
@@ -734,51 +774,24 @@ fn build_ids_cannot_break_the_hash_tag() {
 
 // ---------------------------------------------------------------- TLS and ACL
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// `openssl` with whitespace-separated arguments, in `dir`.
+fn openssl(dir: &Path, args: &str) {
     let st = Command::new("openssl")
-        .args(args)
+        .args(args.split_whitespace())
         .current_dir(dir)
         .stderr(Stdio::null())
         .status();
-    assert!(st.expect("openssl").success(), "openssl {args:?}");
+    assert!(st.expect("openssl").success(), "openssl {args}");
 }
 
 /// A CA, a server certificate for 127.0.0.1 signed by it, and an ACL file with user `ci`.
 fn tls_server() -> (RedisServer, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
+    openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
     openssl(
         p,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shardex test CA",
-        ],
-    );
-    openssl(
-        p,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
     );
     std::fs::write(
         p.join("san.ext"),
@@ -787,46 +800,27 @@ fn tls_server() -> (RedisServer, PathBuf) {
     .unwrap();
     openssl(
         p,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
     );
     std::fs::write(
         p.join("users.acl"),
         "user default off\nuser ci on >s3cret-pw ~* &* +@all\n",
     )
     .unwrap();
-    let path = |f: &str| p.join(f).to_string_lossy().into_owned();
-    let extra = vec![
-        "--tls-cert-file".into(),
-        path("server.pem"),
-        "--tls-key-file".into(),
-        path("server.key"),
-        "--tls-ca-cert-file".into(),
-        path("ca.pem"),
-        "--tls-auth-clients".into(),
-        "no".into(),
-        "--aclfile".into(),
-        path("users.acl"),
-    ];
-    let s = RedisServer::start_with(extra, true);
+    let mut extra = Vec::new();
+    for (flag, file) in [
+        ("--tls-cert-file", "server.pem"),
+        ("--tls-key-file", "server.key"),
+        ("--tls-ca-cert-file", "ca.pem"),
+        ("--aclfile", "users.acl"),
+    ] {
+        extra.push(flag.to_string());
+        extra.push(p.join(file).to_string_lossy().into_owned());
+    }
+    extra.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+    let mut s = RedisServer::start_with(extra, true);
     let ca = p.join("ca.pem");
-    // Keep the files for the server's lifetime.
-    std::mem::forget(d);
+    s.certs = Some(d);
     (s, ca)
 }
 
@@ -869,4 +863,35 @@ async fn tls_with_a_private_ca_and_an_acl_user() {
         !shown.contains("not-the-pw") && !shown.contains("s3cret-pw"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn big_batches_stay_within_luas_limits() {
+    let s = RedisServer::start();
+    // One entry of 9,000 tests (a big scope stays together), more than Lua's unpack takes.
+    let ids: Vec<TestId> = (0..9000).map(id).collect();
+    let mut nodes = joined(
+        &s,
+        "b",
+        &plan_of(vec![vec![Entry {
+            ids,
+            micros: 9_000_000,
+        }]]),
+        10_000,
+    )
+    .await;
+    let got = tests_of(nodes[0].take(1, 1).await.unwrap());
+    assert_eq!(got.len(), 9000);
+    let trips = nodes[0].round_trips();
+    let firsts = nodes[0]
+        .ack(&got.iter().map(ack_of).collect::<Vec<_>>(), 0)
+        .await
+        .unwrap();
+    assert!(firsts.len() == 9000 && firsts.iter().all(|f| *f));
+    assert_eq!(
+        nodes[0].round_trips() - trips,
+        9,
+        "one round trip per 1,000 acks"
+    );
+    assert_eq!(nodes[0].take(1, 1).await.unwrap(), Taken::Exhausted);
 }

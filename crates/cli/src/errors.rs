@@ -116,6 +116,7 @@ fn agent_exit_code(err: &AgentError) -> i32 {
         AgentError::Spawn { .. }
         | AgentError::Protocol { .. }
         | AgentError::CollectionMismatch { .. }
+        | AgentError::SharedQueue(_)
         | AgentError::Io { .. } => exit_code::INTERNAL_ERROR,
     }
 }

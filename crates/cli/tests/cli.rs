@@ -418,3 +418,46 @@ fn report_path_check_leaves_nothing() {
     assert!(line.contains("/nonexistent/python"), "{line}");
     assert!(!sandbox.path().join("new").exists());
 }
+
+/// `shardex report`'s bad input: one line, exit 4, the password never shown.
+#[test]
+fn report_refuses_bad_input() {
+    let sandbox = Sandbox::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["report", "--queue", "memcached://h", "--build-id", "b"],
+            "argument --queue: invalid value 'memcached://h'",
+        ),
+        (
+            &[
+                "report",
+                "--queue",
+                "redis://u:hunter2@h:99999",
+                "--build-id",
+                "b",
+            ],
+            "redis://u:***@h:99999",
+        ),
+        (
+            &["report", "--queue", "redis://h"],
+            "needs the job's build id: give --build-id",
+        ),
+        (
+            &[
+                "report",
+                "--queue",
+                "redis://h",
+                "--build-id",
+                "b",
+                "--wait",
+                "soon",
+            ],
+            "argument --wait: invalid value 'soon'",
+        ),
+    ];
+    for (argv, expected) in cases {
+        let line = sandbox.error_line(argv, &[], 4);
+        assert!(line.contains(expected), "{argv:?}: {line}");
+        assert!(!line.contains("hunter2"), "{argv:?}: {line}");
+    }
+}

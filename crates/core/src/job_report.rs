@@ -125,18 +125,23 @@ pub struct JobSummary {
 /// the run (like pytest's internal error), not a test's failure.
 pub const MISSING_NODE_EXIT: i32 = 3;
 
+/// `--fail-on-flaky` and a test passed only on a retry.
+const FLAKY_EXIT: i32 = 7;
+
 impl JobSummary {
     /// The job's exit code, with pytest's meanings: an internal error (3; also a missing
     /// node, see `MISSING_NODE_EXIT`, and any code pytest never gives, e.g. a killed
     /// process) first, then interrupted (2), then a usage error (4), then test failures
-    /// (1); 5 (no tests collected) only when every node says so; else 0.
+    /// (1), then a flaky test under `--fail-on-flaky` (7, pytest-rerunfailures' code); 5
+    /// (no tests collected) only when every node says so; else 0.
     pub fn exit_code(&self) -> i32 {
         let codes = || self.exit_codes.iter().map(|&(_, c)| c);
-        let internal = !self.missing.is_empty() || codes().any(|c| !(0..=5).contains(&c));
+        let known = |c: i32| (0..=5).contains(&c) || c == FLAKY_EXIT;
+        let internal = !self.missing.is_empty() || codes().any(|c| !known(c));
         if internal || codes().any(|c| c == 3) {
             return 3;
         }
-        for code in [2, 4, 1] {
+        for code in [2, 4, 1, FLAKY_EXIT] {
             if codes().any(|c| c == code) {
                 return code;
             }
@@ -243,6 +248,8 @@ mod tests {
         assert_eq!(code(&[2, 3, 1], 3), 3, "internal error first");
         assert_eq!(code(&[0, -9, 0], 3), 3, "killed: not a pytest code");
         assert_eq!(code(&[0, 137, 0], 3), 3);
+        assert_eq!(code(&[0, 7, 5], 3), 7, "--fail-on-flaky on one node");
+        assert_eq!(code(&[7, 1, 0], 3), 1, "failures before flaky");
         assert_eq!(code(&[0, 0], 3), MISSING_NODE_EXIT, "node 2 missing");
         assert_eq!(code(&[5, 5], 3), MISSING_NODE_EXIT);
         assert_eq!(code(&[], 0), 5, "no nodes, nothing ran");

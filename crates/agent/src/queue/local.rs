@@ -45,6 +45,12 @@ impl LocalQueue {
         }
     }
 
+    /// The estimated seconds of all the work `extend` will bring (see
+    /// `Scheduler::expect_total`).
+    pub fn expect_total(&mut self, secs: f64) {
+        self.scheduler.expect_total(secs);
+    }
+
     /// Tests not yet handed out.
     pub fn remaining(&self) -> usize {
         self.scheduler.remaining()

@@ -236,6 +236,7 @@ impl Run<'_> {
             shared.job_stopped.get_or_insert_with(|| reason.clone());
         }
         if self.phase.dispatch_stopped() {
+            self.check_all_done();
             return;
         }
         self.emit(RunEvent::Note(format!("stopping: the job {reason}")));

@@ -110,7 +110,8 @@ impl Run<'_> {
             QueueSignal::Stop(reason) => self.stop_for_the_job(reason),
             QueueSignal::RanTwice(id) => self.drop_second_result(&id),
             QueueSignal::Fatal(message) => {
-                self.summary.internal_error.get_or_insert(message);
+                // Returned as the run's error once its processes have ended.
+                self.fatal.get_or_insert(message);
                 self.abort("the shared queue cannot be used");
             }
         }

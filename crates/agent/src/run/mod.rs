@@ -85,6 +85,9 @@ pub async fn run_in(
     let mut run = Run::new(config, pool, events, timings);
     run.drive(signals).await?;
     run.flush_queue().await;
+    if let Some(message) = run.fatal.take() {
+        return Err(AgentError::SharedQueue(message));
+    }
     run.finish()
 }
 
@@ -178,6 +181,8 @@ struct Run<'p> {
     delayed: VecDeque<(Instant, TestId, usize)>,
     ending: Ending,
     started: Instant,
+    /// Why the run cannot go on (the shared queue refused this node).
+    fatal: Option<String>,
 }
 
 impl<'p> Run<'p> {
@@ -210,6 +215,7 @@ impl<'p> Run<'p> {
             delayed: VecDeque::new(),
             ending: Ending::default(),
             started: Instant::now(),
+            fatal: None,
         }
     }
 

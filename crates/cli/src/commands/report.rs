@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub fn command() -> Command {
     Command::new("report")
-        .about("Wait for every node of a job that shared a queue, print the job's summary, exit with its code")
+        .about("The summary of a job that shared a queue, once every node reported")
         .arg(
             Arg::new("queue")
                 .long("queue")
@@ -230,9 +230,17 @@ fn final_line(summary: &JobSummary) -> String {
     if parts.is_empty() {
         parts.push("no tests ran".into());
     }
+    // The job's wall time: from the first node's start to the last one's finish.
+    let wall = summary
+        .finish_ms
+        .iter()
+        .map(|&(_, at)| at)
+        .max()
+        .unwrap_or(0);
     format!(
-        "==== {} ({} of {} nodes) ====",
+        "==== {} in {:.2}s ({} of {} nodes) ====",
         parts.join(", "),
+        wall as f64 / 1000.0,
         summary.exit_codes.len(),
         summary.nodes
     )
@@ -296,7 +304,7 @@ mod tests {
         assert!(lines.contains(&"  2.50s t.py::test_b (node 2)".to_owned()));
         assert_eq!(
             lines.last().unwrap(),
-            "==== 1 failed, 20 passed (2 of 3 nodes) ===="
+            "==== 1 failed, 20 passed in 4.20s (2 of 3 nodes) ===="
         );
         assert_eq!(summary.exit_code(), 3, "a node without a report");
     }

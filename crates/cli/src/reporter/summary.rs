@@ -176,11 +176,47 @@ pub(crate) fn render(w: &mut Writer, s: &Settings, summary: &RunSummary, all_rep
         let line = format!("{} not run{why}", plural(summary.not_run.len(), "test"));
         w.write_line(&line, Style::fg(Color::Yellow));
     }
+    if let Some(shared) = &summary.shared {
+        for line in shared_lines(shared) {
+            w.write_line(&line, Style::fg(Color::Yellow));
+        }
+    }
     stats_line(w, s, summary, all_reported);
     // Any other status: pytest reports the exit at its unconfigure, after the stats.
     if let Some(exit) = exit.filter(|e| e.returncode != INTERRUPTED) {
         session_exit(w, exit);
     }
+}
+
+/// What a node of a job with a shared queue did besides its own share: tests it took over
+/// from a node that died, results that came second, tests run after the queue was lost.
+fn shared_lines(shared: &shardex_core::SharedOutcome) -> Vec<String> {
+    let mut lines = Vec::new();
+    if shared.reclaimed > 0 {
+        lines.push(format!(
+            "{} taken over from a node whose lease expired",
+            plural(shared.reclaimed, "test")
+        ));
+    }
+    if !shared.ran_twice.is_empty() {
+        lines.push(format!(
+            "{} ran twice (another node's result came first and counts): {}",
+            plural(shared.ran_twice.len(), "test"),
+            shared
+                .ran_twice
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !shared.without_queue.is_empty() {
+        lines.push(format!(
+            "{} ran without the queue (it was lost; some may also have run on another node)",
+            plural(shared.without_queue.len(), "test")
+        ));
+    }
+    lines
 }
 
 /// pytest's statuses that get the terminal summary (its `summary_exit_codes`).

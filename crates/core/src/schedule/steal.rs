@@ -114,8 +114,10 @@ pub struct Scheduler {
     workers: usize,
     /// Places in collection order given so far: a batch added by `extend` comes after.
     next_pos: usize,
-    /// See `expect_total`: the least total `extend` forms a batch's units against.
-    expected_micros: u64,
+    /// What `extend` forms a batch's units against: the most work queued at once so far,
+    /// or `expect_total`'s if more. It never shrinks, so the caps never do: a class kept
+    /// whole by an earlier batch's cap is kept whole by every later one.
+    total_micros: u64,
     /// For tests: the last test handed out moved the worker's place (see `frontier`).
     #[cfg(test)]
     last_in_order: bool,
@@ -150,6 +152,7 @@ impl Scheduler {
     /// failure shows as early as possible): each alone, in collection order (in
     /// `LoadGroup` with its whole group, in `LoadScope`/`LoadFile` with its whole scope or
     /// file). With one worker the rest runs in collection order, as plain pytest's.
+    /// `tests` may be empty: a shared-queue node starts so and gets batches by `extend`.
     pub fn with_options(
         tests: Vec<SchedTest>,
         workers: usize,
@@ -206,7 +209,7 @@ impl Scheduler {
             class_cap,
             workers,
             next_pos,
-            expected_micros: 0,
+            total_micros: micros,
             #[cfg(test)]
             last_in_order: false,
             #[cfg(test)]

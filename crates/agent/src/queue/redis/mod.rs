@@ -25,6 +25,9 @@ pub const LEASE_FACTOR: u32 = 3;
 /// How many differing ids a `CollectionDiffers` names.
 const DIFFERENCES_SHOWN: usize = 5;
 const SEED_POLL: Duration = Duration::from_millis(50);
+const MIN_SEED_MARKER: Duration = Duration::from_secs(5);
+/// Acknowledgements per script call (the script unpacks the ids: Lua's stack has ~8,000 slots).
+const ACK_CHUNK: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct RemoteOptions {
@@ -57,17 +60,22 @@ pub enum RemoteError {
     Unreachable(String),
     #[error("no answer within the call timeout ({0})")]
     Timeout(&'static str),
-    #[error("the queue was not seeded within {0:?} (the seeding node may have died)")]
+    #[error(
+        "no node seeded the shared queue within {} s (the seeding node may have died; \
+         rerun the job)", .0.as_secs()
+    )]
     SeedTimeout(Duration),
     #[error("the queue's data is gone (Redis restarted without persistence, or evicted it)")]
     Lost,
     #[error(
-        "this node collected {ours} tests, the queue was seeded by node {seeded_by} with {theirs}; \
-         first differences: {}", differences.join(", ")
+        "this node collected {ours} tests, the queue was seeded by node {} with {theirs}; \
+         first differences: {} (every node must collect the same tests: the same \
+         dependencies, paths and -k/-m)", seeded_by + 1, differences.join(", ")
     )]
     CollectionDiffers {
         ours: usize,
         theirs: usize,
+        /// From 0 (shown from 1, as the header's node numbers).
         seeded_by: u32,
         differences: Vec<String>,
     },
@@ -222,12 +230,15 @@ impl Remote {
             .map_err(|_| RemoteError::Protocol("too many nodes".into()))?;
         let start = Instant::now();
         loop {
+            // The marker outlives the seed call (the plan is computed before) but not a dead
+            // seeder: then a waiting node finds it gone and seeds instead.
+            let marker_ttl = (2 * self.opts.call_timeout).max(MIN_SEED_MARKER);
             let mut set = redis::cmd("SET");
             set.arg(self.key("seed"))
                 .arg(format!("seeding {}", self.node))
                 .arg("NX")
                 .arg("EX")
-                .arg(secs(self.opts.ttl));
+                .arg(secs(marker_ttl));
             let won: Option<String> = self.conn.call("join", Request::Cmd(&set)).await?;
             if won.is_some() && self.seed(plan).await? {
                 let share = plan
@@ -392,10 +403,16 @@ impl Remote {
 
     /// Acknowledges finished tests; per test, whether this was the first acknowledgement (the
     /// one that counts). Hard failures count toward `maxfail` (0: no limit) job-wide.
+    /// One round trip per `ACK_CHUNK` acknowledgements.
     pub async fn ack(&mut self, acks: &[Ack], maxfail: u32) -> Result<Vec<bool>, RemoteError> {
-        if acks.is_empty() {
-            return Ok(Vec::new());
+        let mut firsts = Vec::with_capacity(acks.len());
+        for chunk in acks.chunks(ACK_CHUNK) {
+            firsts.extend(self.ack_chunk(chunk, maxfail).await?);
         }
+        Ok(firsts)
+    }
+
+    async fn ack_chunk(&mut self, acks: &[Ack], maxfail: u32) -> Result<Vec<bool>, RemoteError> {
         let mut inv = self.scripts.ack.key(self.key("seed"));
         inv.arg(&self.prefix)
             .arg(self.node)

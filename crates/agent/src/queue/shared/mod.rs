@@ -197,6 +197,7 @@ impl SharedQueue {
             return;
         }
         self.want_in_flight = true;
+        tracing::trace!(left = self.local.remaining(), "want a batch");
         let _ = self.commands.send(Command::Want {
             max_tests: BATCH_TESTS_PER_WORKER * self.workers as u32,
             want_micros: workers * BATCH_MICROS_PER_WORKER,
@@ -248,9 +249,11 @@ impl SharedQueue {
             .collect();
         self.remote = Remote::Alone;
         self.want_in_flight = false;
-        self.leases.clear();
+        // What this node holds runs here too, and no acknowledgement will say so.
+        let held: Vec<TestId> = self.leases.drain().map(|(id, _)| id).collect();
         let n = self.run_here(left.iter().cloned());
         self.summary.without_queue.extend(left);
+        self.summary.without_queue.extend(held);
         vec![
             QueueSignal::Note(format!(
                 "warning: lost the shared queue at {} ({reason}): this node runs the rest of \
@@ -297,15 +300,11 @@ impl SharedQueue {
 
 impl WorkQueue for SharedQueue {
     fn lease(&mut self, worker: WorkerId, held: Held<'_>) -> Lease {
-        let mut lease = self.local.lease(worker, held);
+        // A worker with nothing more here is told so at once (its last test runs with its
+        // parent as nextitem), even with a batch on its way: holding its last test back
+        // until the batch comes would stall it on a slow or failing Redis.
+        let lease = self.local.lease(worker, held);
         self.maybe_want();
-        // A worker holds its last test until more comes or it is told nothing will: tell it
-        // only when no batch is on its way.
-        let more_may_come =
-            self.want_in_flight && self.remote == Remote::Open || self.remote == Remote::Joining;
-        if more_may_come {
-            lease.dry = false;
-        }
         lease
     }
 
@@ -337,6 +336,10 @@ impl WorkQueue for SharedQueue {
     }
 
     fn stop(&mut self) -> Vec<TestId> {
+        // Nothing more is taken: the job stops (the acknowledgement of the failure that
+        // stopped this node tells the others).
+        self.remote = Remote::Stopped;
+        self.want_in_flight = false;
         self.local.stop()
     }
 
@@ -377,6 +380,7 @@ impl WorkQueue for SharedQueue {
 
     fn absorb(&mut self, event: QueueEvent) -> Vec<QueueSignal> {
         let QueueEvent::Shared(news) = event;
+        tracing::trace!(?news, remote = ?self.remote, want = self.want_in_flight, "shared queue news");
         match news {
             News::Estimates(known) => {
                 for (id, secs) in known {
@@ -392,6 +396,9 @@ impl WorkQueue for SharedQueue {
                 seeded_by,
                 seeded_here,
             } => {
+                // Batches are formed against the node's whole share, not each batch alone.
+                let micros: u64 = share.iter().map(|e| e.micros).sum();
+                self.local.expect_total(micros as f64 / 1e6);
                 self.seeded_share = share.into_iter().flat_map(|e| e.ids).collect();
                 if self.remote == Remote::Joining {
                     self.remote = Remote::Open;

@@ -68,6 +68,7 @@ pub(super) fn spawn(
         wanted: None,
         pending: Vec::new(),
         failing_since: None,
+        take_now: false,
     };
     tokio::spawn(task.run(suite));
 }
@@ -84,6 +85,8 @@ struct Task {
     wanted: Option<(u32, u64)>,
     pending: Vec<Ack>,
     failing_since: Option<Instant>,
+    /// A batch was asked for since the last take: take at once.
+    take_now: bool,
 }
 
 /// Why the loop ended.
@@ -127,12 +130,17 @@ impl Task {
                 });
                 Some(remote)
             }
-            Err(err @ (RemoteError::CollectionDiffers { .. } | RemoteError::SeedTimeout(_))) => {
-                self.tell(News::Fatal(err.to_string()));
+            // Redis failing (or the queue vanishing) while joining: the static split.
+            Err(
+                err @ (RemoteError::Unreachable(_) | RemoteError::Timeout(_) | RemoteError::Lost),
+            ) => {
+                self.tell(News::Unreachable(err.to_string()));
                 None
             }
+            // This node cannot join this job's queue (another collection, another node
+            // count, no seed): running anyway would run a wrong share.
             Err(err) => {
-                self.tell(News::Unreachable(err.to_string()));
+                self.tell(News::Fatal(err.to_string()));
                 None
             }
         }
@@ -169,6 +177,9 @@ impl Task {
         let mut next_renew = Instant::now() + RENEW_EVERY;
         let mut next_take = Instant::now();
         loop {
+            if std::mem::take(&mut self.take_now) {
+                next_take = Instant::now();
+            }
             let take_due = self.wanted.is_some().then_some(next_take);
             tokio::select! {
                 command = self.commands.recv() => {
@@ -219,7 +230,13 @@ impl Task {
             Command::Want {
                 max_tests,
                 want_micros,
-            } => self.wanted = Some((max_tests, want_micros)),
+            } => {
+                // Asked for work: take now, not at the next poll.
+                if self.wanted.is_none() {
+                    self.take_now = true;
+                }
+                self.wanted = Some((max_tests, want_micros));
+            }
             Command::Ack(ack) => self.pending.push(ack),
             Command::Flush(reply) => return Some(reply),
         }

@@ -26,7 +26,8 @@ impl Scheduler {
     /// (`LoadScope`/`LoadFile`) still has a unit queued or in progress joins that unit, so a
     /// worker running it goes on with it; once a unit is wholly handed out, later tests of
     /// its key form a new unit (which may go to another worker). Batches never carry a
-    /// group or scope across (a queue entry holds it whole), so this is rare.
+    /// group or scope across (a queue entry holds it whole), so this is rare. Call
+    /// `expect_total` first when batches are small.
     pub fn extend(&mut self, tests: Vec<SchedTest>, unknown: &[bool]) {
         if tests.is_empty() {
             return;
@@ -40,7 +41,8 @@ impl Scheduler {
             return;
         }
         let (n, micros) = (rest.len(), rest.iter().map(|i| i.micros).sum::<u64>());
-        let total = (self.micros + micros).max(self.expected_micros);
+        let total = (self.micros + micros).max(self.total_micros);
+        self.total_micros = total;
         let (workers, mode) = (self.workers, self.mode);
         if workers == 1 && mode != DistMode::LoadGroup {
             self.class_cap = self.class_cap.max((total / HEAVY_PER_SHARE).max(1));
@@ -74,7 +76,7 @@ impl Scheduler {
     /// a small batch every test is "heavy" (a 32nd of a worker's share of the batch), so
     /// pooled and risky, and a worker with one in flight queues nothing behind it.
     pub fn expect_total(&mut self, secs: f64) {
-        self.expected_micros = to_micros(secs);
+        self.total_micros = self.total_micros.max(to_micros(secs));
     }
 
     /// `Load`/`LoadGroup`: the light units as contiguous ranges, claimed like the first

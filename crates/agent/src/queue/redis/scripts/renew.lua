@@ -6,7 +6,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'lost'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local owner, deadline = p .. ':owner', p .. ':deadline'
-local renewed = 0
+local renewed = {}
 for i = 4, #ARGV, 2 do
   local id, l = ARGV[i], ARGV[i + 1]
   local o = redis.call('HGET', owner, id)
@@ -16,9 +16,12 @@ for i = 4, #ARGV, 2 do
     local held, m = string.match(o, '^%d+ (%d+) (%d+)$')
     if held == l then
       local len = math.max(factor * tonumber(m) / 1000, floor_ms)
-      redis.call('ZADD', deadline, 'XX', now + math.floor(len), id)
-      renewed = renewed + 1
+      renewed[#renewed + 1] = now + math.floor(len)
+      renewed[#renewed + 1] = id
     end
   end
 end
-return {'ok', redis.call('GET', p .. ':stop') or '', renewed}
+for i = 1, #renewed, 1000 do
+  redis.call('ZADD', deadline, 'XX', unpack(renewed, i, math.min(i + 999, #renewed)))
+end
+return {'ok', redis.call('GET', p .. ':stop') or '', #renewed / 2}

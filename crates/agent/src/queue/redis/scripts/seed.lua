@@ -31,7 +31,8 @@ for n = 0, nodes - 1 do
     j = last + 1
   end
   if len > 0 then redis.call('EXPIRE', key, ttl) end
-  redis.call('HSET', p .. ':left', n, left)
+  -- `left` names non-empty lists only (a thief scans it).
+  if len > 0 then redis.call('HSET', p .. ':left', n, left) end
   i = i + len + 1
 end
 redis.call('EXPIRE', p .. ':left', ttl)
@@ -40,6 +41,14 @@ redis.call('HSET', p .. ':meta', 'nodes', nodes, 'count', ARGV[5], 'digest', ARG
   'seeded_by', node, 'seeded_at_ms', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('EXPIRE', p .. ':meta', ttl)
 redis.call('SET', p .. ':ids', ARGV[6], 'EX', ttl)
+-- The lease keys exist from here on with the build's TTL, each with a sentinel so that it is
+-- never emptied and deleted: a take then need not refresh their TTL (it runs once per batch on
+-- every node). The sentinel ('' with deadline +inf) never expires and is no test id.
+redis.call('HSET', p .. ':owner', '', '')
+redis.call('ZADD', p .. ':deadline', '+inf', '')
+redis.call('SET', p .. ':lease_ctr', 0, 'EX', ttl)
+redis.call('EXPIRE', p .. ':owner', ttl)
+redis.call('EXPIRE', p .. ':deadline', ttl)
 -- Last: readers poll for this value.
 redis.call('SET', KEYS[1], 'ready', 'EX', ttl)
 return 1
