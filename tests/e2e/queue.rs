@@ -377,35 +377,41 @@ fn a_node_killed_mid_run_has_its_leased_tests_run_by_the_others_once() {
     let mut job = Job::new("kill", redis.url(), 3);
     let env = [("QUEUE_SLOW", "3")];
     let mut runs = job.start_all(&["--queue-lease", "2"], &env);
-    const VICTIM: usize = 1;
-    let victim_log = job.log(VICTIM);
-    poll(
+    // The victim: the first node seen running a slow test (which node gets which tests
+    // depends on who joins first and steals what).
+    let logs: Vec<PathBuf> = (0..3).map(|i| job.log(i)).collect();
+    let victim_index = poll(
         Duration::from_secs(40),
         &runs,
-        "node 1 running a slow test",
+        "a node running a slow test",
         || {
-            let flying = in_flight(&read_log(&victim_log));
-            flying.iter().any(|id| id.contains("slow")).then_some(())
+            (0..3).find(|&i| {
+                in_flight(&read_log(&logs[i]))
+                    .iter()
+                    .any(|id| id.contains("slow"))
+            })
         },
     );
-    let victim = runs.remove(VICTIM);
+    let victim = runs.remove(victim_index);
     let killed = kill_tree(victim.pid().as_raw());
     let killed_at = unix_now();
     let victim_out = victim.wait(RUN_TIMEOUT);
     assert_eq!(
         victim_out.code(),
         None,
-        "node 1 was killed: {}",
+        "node {victim_index} was killed: {}",
         describe_status(victim_out.status)
     );
     let outs = wait_all(runs, RUN_TIMEOUT);
-    let survivors: Vec<(usize, &RunOutput)> = vec![(0, &outs[0]), (2, &outs[1])];
+    let survivor_indexes: Vec<usize> = (0..3).filter(|&i| i != victim_index).collect();
+    let survivors: Vec<(usize, &RunOutput)> =
+        survivor_indexes.iter().copied().zip(outs.iter()).collect();
     for (_, out) in &survivors {
         out.assert_code(0);
     }
-    let victim_log = read_log(&job.log(VICTIM));
+    let victim_log = read_log(&job.log(victim_index));
     let flying = in_flight(&victim_log);
-    assert!(!flying.is_empty(), "node 1 was killed while a test ran");
+    assert!(!flying.is_empty(), "the victim was killed while a test ran");
     let victim_ended: BTreeSet<String> = victim_log
         .iter()
         .filter(|l| l.kind == "end")
@@ -435,12 +441,15 @@ fn a_node_killed_mid_run_has_its_leased_tests_run_by_the_others_once() {
     );
     assert!(
         twice.is_empty() && lost.is_empty(),
-        "killed node 1 (pids {killed:?}) while it ran {flying:?}: counted twice {twice:?}, \
+        "killed node {victim_index} (pids {killed:?}) while it ran {flying:?}: counted twice {twice:?}, \
          lost {lost:?}\n{}",
         describe_all(&refs)
     );
     // Each test in flight on the killed node: run by a survivor within lease (2 s) + 2 s.
-    let logs: Vec<Vec<LogLine>> = [0, 2].iter().map(|&i| read_log(&job.log(i))).collect();
+    let logs: Vec<Vec<LogLine>> = survivor_indexes
+        .iter()
+        .map(|&i| read_log(&job.log(i)))
+        .collect();
     for id in &flying {
         assert!(
             seen.contains_key(&junit_key(id)),
@@ -460,7 +469,9 @@ fn a_node_killed_mid_run_has_its_leased_tests_run_by_the_others_once() {
             describe_all(&refs)
         );
     }
-    job.assert_no_survivors(&[&outs[0], &victim_out, &outs[1]]);
+    let mut all_outs: Vec<&RunOutput> = outs.iter().collect();
+    all_outs.insert(victim_index, &victim_out);
+    job.assert_no_survivors(&all_outs);
 }
 
 /// (c): Redis restarted mid-run without persistence (the queue vanished): every node says so
