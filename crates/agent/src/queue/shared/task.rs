@@ -40,8 +40,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the nodes that did not seed wait for the one that does.
 const SEED_WAIT: Duration = Duration::from_secs(60);
-/// Keys live this long: a day covers any CI job, and nothing is left behind for good.
-const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Keys live this long: longer than any CI job, and nothing is left behind for good.
+const KEY_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// This node's collection, to seed the queue from.
 pub(super) struct Suite {
