@@ -316,7 +316,22 @@ fn exit_times(job: &Job, outs: &[RunOutput]) -> Vec<f64> {
 #[test]
 fn three_nodes_run_every_test_exactly_once_and_report_the_job() {
     let _guard = serial();
-    let redis = RedisServer::start();
+    three_nodes_on(RedisServer::start());
+}
+
+/// (a) on Valkey: the same job, the same checks.
+#[test]
+fn three_nodes_on_valkey_run_every_test_exactly_once() {
+    let _guard = serial();
+    let valkey = RedisServer::start_valkey();
+    assert!(
+        valkey.cli(&["INFO", "server"]).contains("valkey_version"),
+        "not a Valkey server"
+    );
+    three_nodes_on(valkey);
+}
+
+fn three_nodes_on(redis: RedisServer) {
     let mut job = Job::new("three", redis.url(), 3);
     let runs = job.start_all(&[], &[]);
     let outs = wait_all(runs, RUN_TIMEOUT);

