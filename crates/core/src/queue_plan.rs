@@ -161,6 +161,7 @@ pub fn lease_millis(micros: u64, factor: u32, floor_ms: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::schedule::split_for_nodes;
+    use crate::schedule::strategies::{any_mode as mode, any_suite};
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -304,38 +305,6 @@ mod tests {
             ])
         );
         assert_eq!(plan.digest, collection_digest(&plan.sorted_ids));
-    }
-
-    fn any_suite() -> impl Strategy<Value = Vec<SchedTest>> {
-        let test = (
-            0..6usize,
-            prop::option::weighted(0.3, 0..3usize),
-            prop_oneof![Just(0.0), 0.0001..0.05f64, 0.05..2.0f64, 2.0..30.0f64],
-            prop::option::weighted(0.25, 0..3usize),
-        );
-        prop::collection::vec(test, 0..100).prop_map(|specs| {
-            specs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (file, class, estimate, group))| SchedTest {
-                    id: TestId::new(match class {
-                        Some(c) => format!("f{file}.py::C{c}::t{i}"),
-                        None => format!("f{file}.py::t{i}"),
-                    }),
-                    estimate,
-                    group: group.map(|g| format!("g{g}")),
-                })
-                .collect()
-        })
-    }
-
-    fn mode() -> impl Strategy<Value = DistMode> {
-        prop_oneof![
-            Just(DistMode::Load),
-            Just(DistMode::LoadScope),
-            Just(DistMode::LoadFile),
-            Just(DistMode::LoadGroup)
-        ]
     }
 
     fn any_entry() -> impl Strategy<Value = Entry> {

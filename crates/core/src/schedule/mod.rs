@@ -8,6 +8,8 @@ mod units;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+pub(crate) mod strategies;
 
 pub use split::{split_atoms_for_nodes, split_for_nodes, NodeShare, SplitAtom};
 pub use steal::{Dispatch, DistMode, SchedTest, Scheduler};

@@ -237,6 +237,7 @@ fn water_caps(loads: &[u64], light: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::strategies::{any_mode as mode, any_suite};
     use crate::schedule::units::to_micros;
     use proptest::prelude::*;
 
@@ -403,38 +404,6 @@ mod tests {
         let total: f64 = shares.iter().map(|s| s.estimate).sum();
         let busiest = shares.iter().map(|s| s.estimate).fold(0.0, f64::max);
         assert!(busiest <= 1.05 * total / 3.0, "{busiest} vs {total}");
-    }
-
-    fn any_suite() -> impl Strategy<Value = Vec<SchedTest>> {
-        let test = (
-            0..8usize,
-            prop::option::weighted(0.3, 0..3usize),
-            prop_oneof![Just(0.0), 0.0001..0.05f64, 0.05..2.0f64, 2.0..30.0f64],
-            prop::option::weighted(0.2, 0..3usize),
-        );
-        prop::collection::vec(test, 0..120).prop_map(|specs| {
-            specs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (file, class, estimate, group))| SchedTest {
-                    id: TestId::new(match class {
-                        Some(c) => format!("f{file}.py::C{c}::t{i}"),
-                        None => format!("f{file}.py::t{i}"),
-                    }),
-                    estimate,
-                    group: group.map(|g| format!("g{g}")),
-                })
-                .collect()
-        })
-    }
-
-    fn mode() -> impl Strategy<Value = DistMode> {
-        prop_oneof![
-            Just(DistMode::Load),
-            Just(DistMode::LoadScope),
-            Just(DistMode::LoadFile),
-            Just(DistMode::LoadGroup)
-        ]
     }
 
     proptest! {
