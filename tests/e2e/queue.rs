@@ -491,14 +491,34 @@ fn a_node_killed_mid_run_has_its_leased_tests_run_by_the_others_once() {
 
 /// (c): Redis restarted mid-run without persistence (the queue vanished): every node says so
 /// once, runs what it knows is not done of its seeded share, exits 0, and together they ran
-/// every test (at least once).
+/// every test (at least once); the summary says how many ran without the queue.
 #[test]
 fn redis_restarted_mid_run_every_node_finishes_without_the_queue() {
     let _guard = serial();
+    let outs = lose_redis_mid_run("restart", 3, RedisServer::restart);
+    for out in &outs {
+        assert!(
+            out.stdout.contains("ran without the queue"),
+            "the summary says how many ran without the queue\n{}",
+            out.describe()
+        );
+    }
+}
+
+/// (c'): Redis gone for good mid-run: no node hangs (every Redis call has a timeout).
+#[test]
+fn redis_gone_mid_run_no_node_hangs() {
+    let _guard = serial();
+    lose_redis_mid_run("gone", 2, RedisServer::stop);
+}
+
+/// Starts `nodes` nodes, does `lose` to Redis once every node runs tests, and checks that
+/// every node says it lost the queue (once), exits 0, and that no test was lost.
+fn lose_redis_mid_run(label: &str, nodes: usize, lose: fn(&mut RedisServer)) -> Vec<RunOutput> {
     let mut redis = RedisServer::start();
-    let mut job = Job::new("restart", redis.url(), 3);
+    let mut job = Job::new(label, redis.url(), nodes);
     let runs = job.start_all(&[], &[("QUEUE_SLOW", "3")]);
-    let logs: Vec<PathBuf> = (0..3).map(|i| job.log(i)).collect();
+    let logs: Vec<PathBuf> = (0..nodes).map(|i| job.log(i)).collect();
     poll(
         Duration::from_secs(40),
         &runs,
@@ -509,7 +529,7 @@ fn redis_restarted_mid_run_every_node_finishes_without_the_queue() {
                 .then_some(())
         },
     );
-    redis.restart();
+    lose(&mut redis);
     let outs = wait_all(runs, RUN_TIMEOUT);
     let refs: Vec<&RunOutput> = outs.iter().collect();
     let prefix = format!("warning: lost the shared queue at {}", redis.url());
@@ -519,11 +539,6 @@ fn redis_restarted_mid_run_every_node_finishes_without_the_queue() {
             lines_starting(out, &prefix).len(),
             1,
             "one line `{prefix} …`\n{}",
-            out.describe()
-        );
-        assert!(
-            out.stdout.contains("ran without the queue"),
-            "the summary says how many ran without the queue\n{}",
             out.describe()
         );
     }
@@ -539,46 +554,7 @@ fn redis_restarted_mid_run_every_node_finishes_without_the_queue() {
         describe_all(&refs)
     );
     job.assert_no_survivors(&refs);
-}
-
-/// (c'): Redis gone for good mid-run: no node hangs (every Redis call has a timeout).
-#[test]
-fn redis_gone_mid_run_no_node_hangs() {
-    let _guard = serial();
-    let mut redis = RedisServer::start();
-    let mut job = Job::new("gone", redis.url(), 2);
-    let runs = job.start_all(&[], &[("QUEUE_SLOW", "3")]);
-    let logs: Vec<PathBuf> = (0..2).map(|i| job.log(i)).collect();
-    poll(
-        Duration::from_secs(40),
-        &runs,
-        "every node running tests",
-        || {
-            logs.iter()
-                .all(|l| read_log(l).iter().any(|e| e.kind == "start"))
-                .then_some(())
-        },
-    );
-    redis.stop();
-    let outs = wait_all(runs, RUN_TIMEOUT);
-    let refs: Vec<&RunOutput> = outs.iter().collect();
-    let prefix = format!("warning: lost the shared queue at {}", redis.url());
-    for out in &outs {
-        out.assert_code(0);
-        assert_eq!(lines_starting(out, &prefix).len(), 1, "{}", out.describe());
-    }
-    let indexed: Vec<(usize, &RunOutput)> = outs.iter().enumerate().collect();
-    let seen = junit_cases(&indexed);
-    let missing: Vec<_> = all_keys()
-        .into_iter()
-        .filter(|k| !seen.contains_key(k))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "lost: {missing:?}\n{}",
-        describe_all(&refs)
-    );
-    job.assert_no_survivors(&refs);
+    outs
 }
 
 /// (d): Redis absent at start: one warning line per node, each runs its share of the static

@@ -627,7 +627,8 @@ async fn maxfail_sets_the_stop_flag_that_take_and_renew_see() {
     assert_eq!(nodes[0].ack(&[hard(&a)], 2).await.unwrap(), [false]);
     assert_eq!(nodes[0].renew(&[]).await.unwrap(), None);
     assert_eq!(nodes[1].ack(&[hard(&b)], 2).await.unwrap(), [true]);
-    let why = "2 hard failures reached --maxfail=2 (node 1)".to_string();
+    // Nodes are numbered from 1 in what users read (node index 1 is "node 2").
+    let why = "2 hard failures reached --maxfail=2 (node 2)".to_string();
     assert_eq!(
         nodes[0].take(5, 5).await.unwrap(),
         Taken::Stopped(why.clone())

@@ -45,7 +45,7 @@ if hard_firsts > 0 then
   if maxfail > 0 and fails >= maxfail and redis.call('EXISTS', p .. ':stop') == 0 then
     local what = fails == 1 and 'hard failure' or 'hard failures'
     redis.call('SET', p .. ':stop', fails .. ' ' .. what .. ' reached --maxfail=' ..
-      maxfail .. ' (node ' .. node .. ')', 'EX', ttl)
+      maxfail .. ' (node ' .. (tonumber(node) + 1) .. ')', 'EX', ttl)
   end
 end
 redis.call('EXPIRE', p .. ':runs', ttl)
