@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,18 +55,28 @@ struct Cluster {
     children: Vec<Child>,
     ports: Vec<u16>,
     dir: tempfile::TempDir,
+    /// TLS only (the plain ports off), with a CA made here: `dir/ca.pem`.
+    tls: bool,
     /// (first slot, last slot, port) of each master's ranges.
     slots: Vec<(u16, u16, u16)>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users.acl"), ACL).unwrap();
+        if tls {
+            make_certs(dir.path());
+        }
         let mut c = Cluster {
             children: Vec::new(),
             ports: Vec::new(),
             dir,
+            tls,
             slots: Vec::new(),
         };
         for _ in 0..3 {
@@ -87,8 +97,22 @@ impl Cluster {
         // The bus port too (the default, port + 10000, may be taken or above 65535).
         let bus = free_port();
         let d = self.dir.path();
-        let child = Command::new(bin("redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new(bin("redis-server"));
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-auth-clients", "no"]);
+            for (flag, file) in [
+                ("--tls-cert-file", "server.pem"),
+                ("--tls-key-file", "server.key"),
+                ("--tls-ca-cert-file", "ca.pem"),
+            ] {
+                cmd.arg(flag).arg(d.join(file));
+            }
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--cluster-enabled",
                 "yes",
@@ -119,7 +143,13 @@ impl Cluster {
 
     /// Runs redis-cli as user `ci` (options before the command); its stdout.
     fn cli_output(&self, args: &[String]) -> String {
-        let out = Command::new(bin("redis-cli"))
+        // Under coreutils' timeout: `--cluster create` waits for the nodes to agree, forever.
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60").arg(bin("redis-cli"));
+        if self.tls {
+            cmd.args(["--tls", "--cacert"]).arg(self.ca());
+        }
+        let out = cmd
             .args(["--user", "ci", "--pass", PASSWORD, "--no-auth-warning"])
             .args(args)
             .stdin(Stdio::null())
@@ -200,7 +230,12 @@ impl Cluster {
     }
 
     fn url(&self, user: &str, port: u16) -> QueueUrl {
-        QueueUrl::parse(&format!("redis://{user}:{PASSWORD}@127.0.0.1:{port}")).unwrap()
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        QueueUrl::parse(&format!("{scheme}://{user}:{PASSWORD}@127.0.0.1:{port}")).unwrap()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// A plain (not cluster) connection to one node, to look at the keys it holds.
@@ -209,6 +244,34 @@ impl Cluster {
         let c = redis::Client::open(url).unwrap();
         c.get_multiplexed_async_connection().await.unwrap()
     }
+}
+
+/// `openssl` with whitespace-separated arguments, in `dir`.
+fn openssl(dir: &Path, args: &str) {
+    let st = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .status();
+    assert!(st.expect("openssl").success(), "openssl {args}");
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (the nodes' server and cluster-bus one).
+fn make_certs(p: &Path) {
+    openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
+    openssl(
+        p,
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+    );
+    std::fs::write(
+        p.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        p,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
+    );
 }
 
 impl Drop for Cluster {
@@ -480,6 +543,51 @@ async fn an_acl_user_without_info_finds_the_cluster_at_the_first_moved() {
     assert!(
         !shown.contains("not-the-pw") && !shown.contains(PASSWORD),
         "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_an_acl_user_on_every_master() {
+    let c = Cluster::start_with(true);
+    let url = c.url("ci", c.ports[0]);
+    let with_ca = RemoteOptions {
+        ca_file: Some(c.ca()),
+        ..opts(10_000)
+    };
+    // Two builds on the other masters: both need the CA and the user on a node the URL
+    // does not name.
+    for port in [c.ports[1], c.ports[2]] {
+        let build = c.build_on(port);
+        let p = plan(6, 2, 10);
+        let mut nodes = Vec::new();
+        for k in 0..2 {
+            let mut r = Remote::connect(&url, &build, k, with_ca.clone())
+                .await
+                .unwrap();
+            r.join(&p, Duration::from_secs(5)).await.unwrap();
+            assert!(r.is_cluster());
+            nodes.push(r);
+        }
+        let mut acked = 0;
+        for r in &mut nodes {
+            while let Taken::Tests(v) = r.take(2, 1).await.unwrap() {
+                let firsts = r.ack(&v.iter().map(ack_of).collect::<Vec<_>>(), 0).await;
+                acked += firsts.unwrap().into_iter().filter(|f| *f).count();
+            }
+        }
+        assert_eq!(acked, 6);
+        assert_eq!(nodes[0].take(1, 1).await.unwrap(), Taken::Exhausted);
+    }
+    // The system store does not know the private CA.
+    let e = Remote::connect(&url, "b", 0, opts(10_000))
+        .await
+        .unwrap_err();
+    let RemoteError::Unreachable(m) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        m.contains("certificate") && m.contains("SHARDEX_REDIS_CA"),
+        "{m}"
     );
 }
 
