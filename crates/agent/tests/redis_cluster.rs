@@ -274,12 +274,18 @@ fn make_certs(p: &Path) {
     );
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    fn kill(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -588,6 +594,42 @@ async fn tls_with_a_private_ca_and_an_acl_user_on_every_master() {
     assert!(
         m.contains("certificate") && m.contains("SHARDEX_REDIS_CA"),
         "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_cluster_is_an_error_within_the_call_timeout() {
+    let mut c = Cluster::start();
+    let url = c.url("ci", c.ports[0]);
+    let build = c.build_on(c.ports[1]);
+    let o = RemoteOptions {
+        call_timeout: Duration::from_millis(1000),
+        ..opts(10_000)
+    };
+    let mut r = Remote::connect(&url, &build, 0, o.clone()).await.unwrap();
+    r.join(&plan(4, 1, 10), Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.kill();
+    for _ in 0..2 {
+        let start = Instant::now();
+        let e = r.take(1, 1).await.unwrap_err();
+        assert!(
+            matches!(e, RemoteError::Unreachable(_) | RemoteError::Timeout(_)),
+            "{e:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    let start = Instant::now();
+    assert!(Remote::connect(&url, &build, 0, o).await.is_err());
+    assert!(
+        start.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        start.elapsed()
     );
 }
 
