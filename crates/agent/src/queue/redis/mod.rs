@@ -219,6 +219,11 @@ impl Remote {
         self.node
     }
 
+    /// Whether the calls go to a Redis Cluster (found on connect, or at the first `MOVED`).
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
