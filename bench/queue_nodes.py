@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402  (shared helpers: environment, quiet wait, load average)
+import bench as B
 
 REPO = B.REPO
 FIXTURE = REPO / "fixtures" / "queue_skew"
@@ -46,7 +46,7 @@ NODES = 4
 WORKERS = 2
 
 sys.path.insert(0, str(FIXTURE))
-import _table  # noqa: E402
+import _table
 
 TOTAL = _table.total()
 LONGEST = max(max(_table.durations(f)) for f in range(_table.FILES))
