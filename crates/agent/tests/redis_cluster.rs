@@ -11,10 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shardex_agent::queue::redis::{
-    collection_digest, key_prefix, timings_key, Ack, Entry, Leased, QueueUrl, Remote, RemoteError,
-    RemoteOptions, SeedPlan, Taken,
+    key_prefix, timings_key, QueueUrl, Remote, RemoteError, RemoteOptions, SeedPlan, Taken,
 };
 use shardex_core::TestId;
+
+mod support;
+use support::*;
 
 const PASSWORD: &str = "s3cret-pw";
 /// `ci` may do anything; `noinfo` may not run `INFO` (the client's cluster probe), so that it
@@ -24,32 +26,6 @@ const ACL: &str = "user default off\n\
                    user noinfo on >s3cret-pw ~* &* +@all -info\n";
 
 // ---------------------------------------------------------------- a private cluster
-
-fn bin(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([
-            "/usr/bin".into(),
-            "/usr/sbin".into(),
-            "/usr/local/bin".into(),
-        ])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found on PATH: run scripts/setup.sh (it installs Debian's \
-                 redis-server, which brings redis-cli)"
-            )
-        })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Cluster {
     children: Vec<Child>,
@@ -246,16 +222,6 @@ impl Cluster {
     }
 }
 
-/// `openssl` with whitespace-separated arguments, in `dir`.
-fn openssl(dir: &Path, args: &str) {
-    let st = Command::new("openssl")
-        .args(args.split_whitespace())
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status();
-    assert!(st.expect("openssl").success(), "openssl {args}");
-}
-
 /// A CA and a certificate for 127.0.0.1 signed by it (the nodes' server and cluster-bus one).
 fn make_certs(p: &Path) {
     openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
@@ -291,48 +257,12 @@ impl Drop for Cluster {
 
 // ---------------------------------------------------------------- plans and nodes
 
-fn id(i: usize) -> TestId {
-    TestId::new(format!("tests/test_m.py::test_{i:04}"))
-}
-
-/// `n` tests of `micros` each, dealt to `nodes` lists round robin.
-fn plan(n: usize, nodes: usize, micros: u64) -> SeedPlan {
-    let sorted_ids: Vec<TestId> = (0..n).map(id).collect();
-    let mut lists = vec![Vec::new(); nodes];
-    for (i, t) in sorted_ids.iter().enumerate() {
-        lists[i % nodes].push(Entry {
-            ids: vec![t.clone()],
-            micros,
-        });
-    }
-    SeedPlan {
-        digest: collection_digest(&sorted_ids),
-        lists,
-        sorted_ids,
-    }
-}
-
 fn opts(lease_floor_ms: u64) -> RemoteOptions {
     RemoteOptions {
         call_timeout: Duration::from_millis(3000),
         connect_timeout: Duration::from_millis(3000),
         lease_floor: Duration::from_millis(lease_floor_ms),
         ..RemoteOptions::default()
-    }
-}
-
-fn tests_of(t: Taken) -> Vec<Leased> {
-    match t {
-        Taken::Tests(v) => v,
-        other => panic!("expected tests, got {other:?}"),
-    }
-}
-
-fn ack_of(l: &Leased) -> Ack {
-    Ack {
-        id: l.id.clone(),
-        lease: l.lease,
-        hard_failure: false,
     }
 }
 

@@ -4,37 +4,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shardex_agent::queue::redis::{
-    collection_digest, key_prefix, Ack, Entry, QueueUrl, Remote, RemoteError, RemoteOptions,
-    SeedPlan, Taken,
+    key_prefix, Ack, Entry, QueueUrl, Remote, RemoteError, RemoteOptions, SeedPlan, Taken,
 };
 use shardex_core::TestId;
 
+mod support;
+use support::*;
+
 // ---------------------------------------------------------------- a private redis-server
-
-fn redis_server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHARDEX_REDIS_SERVER") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/usr/local/bin".into()])
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("redis-server not found on PATH: run scripts/setup.sh (it installs Debian's redis-server)"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct RedisServer {
     child: Option<Child>,
@@ -66,7 +48,7 @@ impl RedisServer {
 
     fn spawn(&mut self, tls: bool) {
         let port = self.port.to_string();
-        let mut cmd = Command::new(redis_server_bin());
+        let mut cmd = Command::new(bin("redis-server"));
         if tls {
             cmd.args(["--port", "0", "--tls-port", &port]);
         } else {
@@ -137,33 +119,6 @@ impl Drop for RedisServer {
 
 // ---------------------------------------------------------------- plans and nodes
 
-fn id(i: usize) -> TestId {
-    TestId::new(format!("tests/test_m.py::test_{i:04}"))
-}
-
-/// `n` tests of `micros` each, dealt to `nodes` lists round robin, one test per entry.
-fn plan(n: usize, nodes: usize, micros: u64) -> SeedPlan {
-    let sorted_ids: Vec<TestId> = (0..n).map(id).collect();
-    let mut lists = vec![Vec::new(); nodes];
-    for (i, t) in sorted_ids.iter().enumerate() {
-        lists[i % nodes].push(Entry {
-            ids: vec![t.clone()],
-            micros,
-        });
-    }
-    plan_of(lists)
-}
-
-fn plan_of(lists: Vec<Vec<Entry>>) -> SeedPlan {
-    let mut sorted_ids: Vec<TestId> = lists.iter().flatten().flat_map(|e| e.ids.clone()).collect();
-    sorted_ids.sort();
-    SeedPlan {
-        digest: collection_digest(&sorted_ids),
-        lists,
-        sorted_ids,
-    }
-}
-
 fn opts(lease_floor_ms: u64) -> RemoteOptions {
     RemoteOptions {
         call_timeout: Duration::from_millis(1500),
@@ -186,21 +141,6 @@ async fn joined(s: &RedisServer, build: &str, p: &SeedPlan, floor_ms: u64) -> Ve
         out.push(r);
     }
     out
-}
-
-fn tests_of(t: Taken) -> Vec<shardex_agent::queue::redis::Leased> {
-    match t {
-        Taken::Tests(v) => v,
-        other => panic!("expected tests, got {other:?}"),
-    }
-}
-
-fn ack_of(l: &shardex_agent::queue::redis::Leased) -> Ack {
-    Ack {
-        id: l.id.clone(),
-        lease: l.lease,
-        hard_failure: false,
-    }
 }
 
 async fn hget(c: &mut redis::aio::MultiplexedConnection, key: &str, field: &str) -> Option<String> {
@@ -774,16 +714,6 @@ fn build_ids_cannot_break_the_hash_tag() {
 }
 
 // ---------------------------------------------------------------- TLS and ACL
-
-/// `openssl` with whitespace-separated arguments, in `dir`.
-fn openssl(dir: &Path, args: &str) {
-    let st = Command::new("openssl")
-        .args(args.split_whitespace())
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status();
-    assert!(st.expect("openssl").success(), "openssl {args}");
-}
 
 /// A CA, a server certificate for 127.0.0.1 signed by it, and an ACL file with user `ci`.
 fn tls_server() -> (RedisServer, PathBuf) {
