@@ -251,9 +251,10 @@ impl SharedQueue {
         self.want_in_flight = false;
         // What this node holds runs here too, and no acknowledgement will say so.
         let held: Vec<TestId> = self.leases.drain().map(|(id, _)| id).collect();
-        let n = self.run_here(left.iter().cloned());
+        self.run_here(left.iter().cloned());
         self.summary.without_queue.extend(left);
         self.summary.without_queue.extend(held);
+        let n = self.summary.without_queue.len();
         vec![
             QueueSignal::Note(format!(
                 "warning: lost the shared queue at {} ({reason}): this node runs the rest of \
