@@ -461,3 +461,43 @@ fn report_refuses_bad_input() {
         assert!(!line.contains("hunter2"), "{argv:?}: {line}");
     }
 }
+
+/// `shardex report` against a Redis that never answers: it asks again until `--wait` is
+/// over, then says so in one line and exits 3 (the job's result is unknown).
+#[test]
+fn report_gives_up_on_an_unreachable_queue_after_its_wait() {
+    let sandbox = Sandbox::new();
+    // A port nobody listens on (the kernel's pick, released at once).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://u:hunter2@127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let line = sandbox.error_line(
+        &[
+            "report",
+            "--queue",
+            &url,
+            "--build-id",
+            "b",
+            "--wait",
+            "1.5",
+        ],
+        &[],
+        3,
+    );
+    let took = started.elapsed();
+    assert!(
+        line.starts_with(&format!(
+            "shardex: error: redis://u:***@127.0.0.1:{port} (build b): "
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    assert!(
+        took >= std::time::Duration::from_millis(1500),
+        "gave up after {took:?}"
+    );
+}

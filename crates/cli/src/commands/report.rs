@@ -106,8 +106,18 @@ async fn wait_for_nodes(
 ) -> Result<(Vec<NodeReport>, u32), String> {
     let started = Instant::now();
     loop {
-        let state = shardex_agent::queue::shared::job_state(url, build, ca_file.clone()).await?;
+        let state = shardex_agent::queue::shared::job_state(url, build, ca_file.clone()).await;
         let over = started.elapsed() >= wait;
+        // Redis may be restarting or briefly out of reach: ask again until the wait is over.
+        let state = match state {
+            Ok(state) => state,
+            Err(err) if over => return Err(err),
+            Err(err) => {
+                tracing::debug!(%err, "shardex report: the queue did not answer; asking again");
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
         match state {
             Some(state) => {
                 let reports: Vec<NodeReport> = state
