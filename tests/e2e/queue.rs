@@ -889,3 +889,21 @@ fn redis_harness_restart_loses_keys_and_tls_needs_the_acl_user() {
         + &String::from_utf8_lossy(&anonymous.stderr);
     assert!(!said.contains("PONG"), "the default user is off: {said}");
 }
+
+/// `--collect-only` with a shared queue lists the tests and leaves the job's queue alone:
+/// nothing is seeded (a later real run of the same build would find it taken).
+#[test]
+fn collect_only_leaves_the_queue_alone() {
+    let _guard = serial();
+    let redis = RedisServer::start();
+    let mut job = Job::new("collect", redis.url(), 2);
+    let out = job.start(0, &["--collect-only"], &[]).wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("47 tests collected"),
+        "the whole collection, not a share of it\n{}",
+        out.describe()
+    );
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    assert!(keys.trim().is_empty(), "keys written: {keys}");
+}

@@ -159,7 +159,7 @@ impl Run<'_> {
             .max_suite_reruns
             .or_else(|| self.session.as_ref().and_then(|s| s.max_suite_reruns));
         self.ledger = AttemptLedger::new(suite_cap, Some(self.effective_maxfail()));
-        let workers = self.build_queue(&collection);
+        let workers = self.build_queue(&collection, interrupted);
         // Fewer tests than workers: the extra slots are never started (or are sent away).
         for slot in workers..self.lanes.len() {
             self.lanes[slot].state = LaneState::Unused;
@@ -191,7 +191,7 @@ impl Run<'_> {
 
     /// Records the collection and builds the work queue from it and the timings. Returns
     /// how many workers the run uses.
-    fn build_queue(&mut self, collection: &Collection) -> usize {
+    fn build_queue(&mut self, collection: &Collection, interrupted: bool) -> usize {
         self.summary.deselected = collection.deselected;
         let ids: Vec<TestId> = collection.items.iter().map(|i| i.id.clone()).collect();
         let estimates = self.timings.estimates(&ids);
@@ -205,8 +205,14 @@ impl Run<'_> {
                 group: item.group.clone(),
             })
             .collect();
-        let shared = self.config.shared_queue.is_some();
-        let tests = if shared {
+        // A run that runs nothing (--collect-only, stopped by collection errors, nothing
+        // collected) leaves the job's queue alone: it would seed it for nothing. Its node
+        // has no share of its own then (the queue decides who runs what): it lists all.
+        let runs_tests = !interrupted
+            && !tests.is_empty()
+            && !self.session.as_ref().is_some_and(|s| s.collectonly);
+        let shared = self.config.shared_queue.is_some() && runs_tests;
+        let tests = if self.config.shared_queue.is_some() {
             tests
         } else {
             self.node_share(tests)

@@ -214,7 +214,8 @@ fn execute(
             );
         }
         let code = exit_code::from_summary(&summary);
-        if let Some(shared) = &shared {
+        // Only a node that took part in the job's queue reports to it (not --collect-only).
+        if let Some(shared) = shared.as_ref().filter(|_| summary.shared.is_some()) {
             publish_node_report(shared, &summary, code, started_ms).await;
         }
         // The process ends next: freeing every result one by one would only delay the exit.
