@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -220,24 +220,6 @@ impl Cluster {
         let c = redis::Client::open(url).unwrap();
         c.get_multiplexed_async_connection().await.unwrap()
     }
-}
-
-/// A CA and a certificate for 127.0.0.1 signed by it (the nodes' server and cluster-bus one).
-fn make_certs(p: &Path) {
-    openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
-    openssl(
-        p,
-        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
-    );
-    std::fs::write(
-        p.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        p,
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
-    );
 }
 
 impl Cluster {

@@ -719,20 +719,7 @@ fn build_ids_cannot_break_the_hash_tag() {
 fn tls_server() -> (RedisServer, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
-    openssl(
-        p,
-        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
-    );
-    std::fs::write(
-        p.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        p,
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
-    );
+    make_certs(p);
     std::fs::write(
         p.join("users.acl"),
         "user default off\nuser ci on >s3cret-pw ~* &* +@all\n",

@@ -92,3 +92,22 @@ pub fn ack_of(l: &Leased) -> Ack {
         hard_failure: false,
     }
 }
+
+/// In `p`: a CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`,
+/// `server.key`), for a server's (and a cluster bus's) TLS.
+pub fn make_certs(p: &Path) {
+    openssl(p, "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=shardex-test-CA");
+    openssl(
+        p,
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+    );
+    std::fs::write(
+        p.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        p,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
+    );
+}
