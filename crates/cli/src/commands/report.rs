@@ -53,6 +53,7 @@ pub fn run(matches: &ArgMatches) -> Result<i32, CliError> {
             &expected,
         )
     })?;
+    crate::settings::check_queue_url("argument --queue", &url)?;
     let env = |name: &str| std::env::var(name).ok();
     let build = match matches.get_one::<String>("build-id") {
         Some(build) if !build.trim().is_empty() => build.trim().to_owned(),

@@ -272,6 +272,9 @@ fn shared_queue(layers: &Layers) -> Result<Option<SharedQueueConfig>, UsageError
     let Some(QueueSpec::Redis(url)) = layers.parse(Opt::Queue, QueueSpec::from_str)? else {
         return Ok(None);
     };
+    if let Some(raw) = layers.raw(Opt::Queue)? {
+        check_queue_url(&raw.place, &url)?;
+    }
     let (build, build_source) = match layers.raw(Opt::BuildId)? {
         Some(raw) if !raw.text.trim().is_empty() => (
             raw.text.trim().to_owned(),
@@ -311,6 +314,15 @@ fn shared_queue(layers: &Layers) -> Result<Option<SharedQueueConfig>, UsageError
         project: lookup(layers.env, env::PROJECT).or_else(|| detect_ci_project(layers.env)),
         ca_file,
     }))
+}
+
+/// What the shared queue's client will connect with must parse there too: a URL it would
+/// refuse (a query string, a bad %-escape) is bad input now, not an "unreachable" queue and a
+/// static split on every node later.
+pub fn check_queue_url(place: &str, url: &RedisUrl) -> Result<(), UsageError> {
+    shardex_agent::queue::redis::QueueUrl::parse(&url.url)
+        .map(|_| ())
+        .map_err(|why| UsageError::invalid_value(place, &url.to_string(), &why))
 }
 
 /// `--node-index`/`--node-total`, each from its own layers, else from the CI's variables.

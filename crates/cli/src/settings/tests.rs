@@ -390,6 +390,7 @@ fn error_table() {
         (&["--queue", "memcached://x"], &[], None, "argument --queue: invalid value 'memcached://x' (expected local, redis://[USER:PASSWORD@]HOST[:PORT][/DB] or rediss://…)"),
         (&["--queue=redis://u:pw@h:x"], &[], None, "argument --queue: invalid value 'redis://u:***@h:x' (port 'x' is not a number from 1 to 65535)"),
         (&["--queue=redis://u:pw@h"], &[], None, "--queue redis://u:***@h needs a build id that every node of the job shares and a rerun does not: give --build-id (or SHARDEX_BUILD_ID); on CircleCI, GitLab and Buildkite it is found by itself"),
+        (&["--queue=redis://h/1?timeout=3", "--build-id=b"], &[], None, "argument --queue: invalid value 'redis://h/1?timeout=3' (invalid queue URL `redis://h/1?timeout=3`: query strings and fragments are not supported; expected redis://[user:password@]host[:port][/db] or rediss://… (TLS))"),
         (&["--queue=redis://h", "--build-id=b"], &[("SHARDEX_REDIS_CA", "/nonexistent/ca.pem")], None, "SHARDEX_REDIS_CA: /nonexistent/ca.pem is not a file; give the PEM file of the CA that signed the Redis server's certificate"),
         (&["--queue=redis://h", "--build-id=b", "--queue-lease=-1"], &[], None, "argument --queue-lease: invalid value '-1' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[("SHARDEX_QUEUE", "redis://u:hunter2@h:99999")], None, "SHARDEX_QUEUE: invalid value 'redis://u:***@h:99999' (port '99999' is not a number from 1 to 65535)"),
