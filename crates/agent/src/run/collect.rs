@@ -12,7 +12,7 @@ use shardex_core::{SharedOutcome, TestId, WorkerId};
 use super::state::{LaneState, Phase, WorkerQueue};
 use super::Run;
 use crate::pool::Peer;
-use crate::queue::shared::NodeIdentity;
+use crate::queue::shared::{project_name, NodeIdentity};
 use crate::queue::{LocalQueue, SharedQueue, WorkQueue};
 use crate::{AgentError, RunEvent, WorkerMode};
 
@@ -263,13 +263,8 @@ impl Run<'_> {
             Some(node) => (node.index, node.total, node.source.clone()),
             None => (0, 1, "a single node".to_owned()),
         };
-        if config.project.is_none() {
-            // Timings are kept per project: without a CI's name for it, the rootdir's.
-            config.project = self.session.as_ref().map(|s| {
-                std::path::Path::new(&s.rootdir)
-                    .file_name()
-                    .map_or_else(|| s.rootdir.clone(), |n| n.to_string_lossy().into_owned())
-            });
+        if let Some(session) = self.session.as_ref().filter(|_| config.project.is_none()) {
+            config.project = Some(project_name(&config, &session.rootdir));
         }
         self.emit(RunEvent::Note(format!(
             "shared queue: {} (build {}, node {} of {total}, {source})",

@@ -11,6 +11,7 @@
 mod task;
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use shardex_core::queue_plan::Entry;
 use shardex_core::schedule::{split_for_nodes, DistMode, SchedTest};
@@ -493,7 +494,14 @@ pub async fn publish(
     timings: &[(TestId, f64)],
     project: &str,
 ) -> Result<(), String> {
-    let mut remote = task::connect(config, node).await?;
+    let mut remote = task::connect(
+        &config.url,
+        &config.build,
+        node,
+        config.ca_file.clone(),
+        config.lease_floor,
+    )
+    .await?;
     remote
         .publish_report(report_json)
         .await
@@ -513,15 +521,7 @@ pub async fn job_state(
     build: &str,
     ca_file: Option<std::path::PathBuf>,
 ) -> Result<Option<crate::queue::redis::JobState>, String> {
-    let config = SharedQueueConfig {
-        url: url.to_owned(),
-        shown: String::new(),
-        build: build.to_owned(),
-        build_source: String::new(),
-        lease_floor: std::time::Duration::from_secs(10),
-        project: None,
-        ca_file,
-    };
-    let mut remote = task::connect(&config, 0).await?;
+    // Reading the job's state takes no lease: the floor is never used.
+    let mut remote = task::connect(url, build, 0, ca_file, Duration::from_secs(10)).await?;
     remote.job_state().await.map_err(|e| e.to_string())
 }

@@ -113,7 +113,16 @@ impl Task {
 
     /// Connects and joins (or seeds) the queue; `None` when the node must go on without it.
     async fn join(&mut self, suite: Suite) -> Option<Remote> {
-        let mut remote = match connect(&self.config, self.node.index).await {
+        let config = &self.config;
+        let connected = connect(
+            &config.url,
+            &config.build,
+            self.node.index,
+            config.ca_file.clone(),
+            config.lease_floor,
+        )
+        .await;
+        let mut remote = match connected {
             Ok(remote) => remote,
             Err(err) => {
                 self.tell(News::Unreachable(err));
@@ -323,17 +332,23 @@ impl Task {
     }
 }
 
-/// A connection to the job's queue; an error is the reason, without the password.
-pub(super) async fn connect(config: &SharedQueueConfig, node: u32) -> Result<Remote, String> {
+/// A connection to `build`'s queue at `url`; an error is the reason, without the password.
+pub(super) async fn connect(
+    url: &str,
+    build: &str,
+    node: u32,
+    ca_file: Option<std::path::PathBuf>,
+    lease_floor: Duration,
+) -> Result<Remote, String> {
     let options = RemoteOptions {
         call_timeout: CALL_TIMEOUT,
         connect_timeout: CONNECT_TIMEOUT,
         ttl: KEY_TTL,
-        lease_floor: config.lease_floor,
-        ca_file: config.ca_file.clone(),
+        lease_floor,
+        ca_file,
     };
-    let url = QueueUrl::parse(&config.url)?;
-    Remote::connect(&url, &config.build, node, options)
+    let url = QueueUrl::parse(url)?;
+    Remote::connect(&url, build, node, options)
         .await
         .map_err(|e| e.to_string())
 }
