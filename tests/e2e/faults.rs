@@ -262,17 +262,8 @@ fn sigint_stops_the_run_writes_the_report_and_leaves_nothing() {
     let _guard = serial();
     let suite = copy_fixture("slow");
     let junit_path = suite.scratch.join("junit.xml");
-    let mut running =
-        shardex_cmd(shardex_bin(), &suite.dir, &["-n", "2"], Some(&junit_path)).start();
-    std::thread::sleep(Duration::from_millis(1200));
-    if let Some(status) = running.exited() {
-        let run = running.wait(default_timeout());
-        panic!(
-            "shardex exited ({}) before it was interrupted\n{}",
-            shardex_e2e::describe_status(status),
-            run.describe()
-        );
-    }
+    let running = shardex_cmd(shardex_bin(), &suite.dir, &["-n", "2"], Some(&junit_path)).start();
+    let running = running.assert_still_running_after(Duration::from_millis(1200));
     running.signal(Signal::SIGINT);
     let sent = std::time::Instant::now();
     let run = running.wait(default_timeout());

@@ -20,16 +20,8 @@ fn a_test_queued_behind_a_hang_runs_on_the_idle_worker_and_sigterm_reports_all()
     let suite = copy_fixture("hang_queue");
     let junit_path = suite.scratch.join("junit.xml");
     let args = ["-n", "2", "--timings", ".test_durations"];
-    let mut running = shardex_cmd(shardex_bin(), &suite.dir, &args, Some(&junit_path)).start();
-    std::thread::sleep(Duration::from_secs(5));
-    if let Some(status) = running.exited() {
-        let run = running.wait(default_timeout());
-        panic!(
-            "shardex exited ({}) before it was interrupted\n{}",
-            shardex_e2e::describe_status(status),
-            run.describe()
-        );
-    }
+    let running = shardex_cmd(shardex_bin(), &suite.dir, &args, Some(&junit_path)).start();
+    let running = running.assert_still_running_after(Duration::from_secs(5));
     running.signal(Signal::SIGTERM);
     let run = running.wait(default_timeout());
     assert_no_survivors(&suite.dir, &run);

@@ -258,6 +258,21 @@ impl Running {
         self.child.try_wait().expect("try_wait")
     }
 
+    /// Waits `wait`, then fails the test if the process has already exited (it was meant
+    /// to be interrupted while it ran).
+    pub fn assert_still_running_after(mut self, wait: Duration) -> Running {
+        std::thread::sleep(wait);
+        if let Some(status) = self.exited() {
+            let run = self.wait(default_timeout());
+            panic!(
+                "shardex exited ({}) before it was interrupted\n{}",
+                describe_status(status),
+                run.describe()
+            );
+        }
+        self
+    }
+
     /// Output so far (lossy UTF-8).
     pub fn stdout_so_far(&self) -> String {
         String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
