@@ -126,6 +126,10 @@ impl Settings {
                 "--max-worker-restart: ignored; shardex replaces every worker that dies".into(),
             );
         }
+        let shared_queue = shared_queue(&layers)?;
+        if shared_queue.is_none() {
+            notes.extend(unused_queue_settings(&layers)?);
+        }
         let python = layers
             .path(Opt::Python)?
             .map(|(path, origin)| PythonChoice { path, origin });
@@ -144,7 +148,7 @@ impl Settings {
             timings: layers.paths(Opt::Timings)?,
             timing_store: timing_store(&layers)?,
             node: node_share(&layers)?,
-            shared_queue: shared_queue(&layers)?,
+            shared_queue,
             // pytest-timeout's 0 turns a timeout off (also one from env or file).
             timeout: layers.secs(Opt::Timeout)?.filter(|t| !t.is_zero()),
             python,
@@ -314,6 +318,20 @@ fn shared_queue(layers: &Layers) -> Result<Option<SharedQueueConfig>, UsageError
         project: lookup(layers.env, env::PROJECT).or_else(|| detect_ci_project(layers.env)),
         ca_file,
     }))
+}
+
+/// `--build-id` and `--queue-lease` given without a shared queue: said, not silently dropped.
+fn unused_queue_settings(layers: &Layers) -> Result<Vec<String>, UsageError> {
+    let mut notes = Vec::new();
+    for opt in [Opt::BuildId, Opt::QueueLease] {
+        if let Some(raw) = layers.raw(opt)?.filter(|r| r.layer != Layer::Default) {
+            notes.push(format!(
+                "{}: ignored without a shared queue (--queue redis://…)",
+                raw.place.trim_start_matches("argument ")
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// What the shared queue's client will connect with must parse there too: a URL it would

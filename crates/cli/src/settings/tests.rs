@@ -506,9 +506,14 @@ fn shared_queue_and_its_build_id() {
         ("b-2", "--build-id")
     );
     assert_eq!(q.lease_floor, Duration::from_millis(2500));
-    // The local queue takes no build id.
-    assert!(resolve(&["--build-id", "b"], &[], None)
-        .unwrap()
-        .shared_queue
-        .is_none());
+    // The local queue takes no build id: it says so.
+    let local = resolve(&["--build-id", "b"], &[("SHARDEX_QUEUE_LEASE", "3")], None).unwrap();
+    assert!(local.shared_queue.is_none());
+    assert_eq!(
+        local.notes,
+        [
+            "--build-id: ignored without a shared queue (--queue redis://…)",
+            "SHARDEX_QUEUE_LEASE: ignored without a shared queue (--queue redis://…)"
+        ]
+    );
 }
