@@ -147,6 +147,9 @@ pub enum ToPython {
         failed: Vec<TestId>,
         passed: Vec<TestId>,
     },
+    /// Worker: the hard failure it announced does not stop the run; start the next test
+    /// (a worker starts none while an announcement is unanswered; `Exit` also answers).
+    Proceed,
     /// Finish the running test, tear down fixtures, exit.
     Exit,
 }

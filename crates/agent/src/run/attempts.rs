@@ -185,8 +185,9 @@ impl Run<'_> {
 
     /// A worker says `id` failed for good, before it renders the report and tears down:
     /// when that failure reaches `-x`/`--maxfail` the run stops now (its result, when it
-    /// arrives, is counted as usual).
-    pub(super) fn on_hard_failure_announced(&mut self, id: &TestId) {
+    /// arrives, is counted as usual). The worker waits for `Proceed` before it starts another
+    /// test: sent after `Exit` when the run stops, so the worker exits instead.
+    pub(super) fn on_hard_failure_announced(&mut self, slot: usize, id: &TestId) {
         let failures = self.ledger.hard_failures() + 1;
         if self
             .ledger
@@ -196,6 +197,9 @@ impl Run<'_> {
             tracing::debug!(test = %id, failures, "a final failure announced");
             self.stop_early_after(failures);
         }
+        // After `Exit` it is not read (exiting wins); sent always, so no phase leaves a
+        // worker waiting.
+        self.pool.send(slot, ToPython::Proceed);
     }
 
     /// `-x`/`--maxfail` reached: nothing new starts anywhere; running tests may finish

@@ -91,7 +91,11 @@ impl Run<'_> {
                     self.on_session_exit(slot, exit);
                 }
             }
-            FromPython::HardFailure { id } => self.on_hard_failure_announced(&id),
+            FromPython::HardFailure { id } => {
+                if let Peer::Worker(slot) = peer {
+                    self.on_hard_failure_announced(slot, &id);
+                }
+            }
         }
         Ok(())
     }

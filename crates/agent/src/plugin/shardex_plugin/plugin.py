@@ -39,6 +39,7 @@ class ShardexPlugin:
         self.muted_writer = None
         # The zygote's xdist-controller role (controller.py), while it serves forks.
         self.controller = None
+        self.worker = None  # the Worker, in a worker process
         self.controller_end = None
 
     # -- configuration -------------------------------------------------------
@@ -159,7 +160,8 @@ class ShardexPlugin:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
-        announce_hard_failure(getattr(self, "channel", None), item, call)
+        if announce_hard_failure(getattr(self, "channel", None), item, call) and self.worker is not None:
+            self.worker.local.hard_failure_announced()
         outcome = yield
         report = outcome.get_result()
         # Keep each phase's exception: the retry filter matches the exception chain.

@@ -42,6 +42,15 @@ class LocalQueue:
         self.exiting = False
         self.closed = False  # the agent is gone
         self.later: list[dict] = []  # messages for the main loop
+        # Hard failures announced (main thread) and answered with `proceed` (reader): no
+        # test starts while one is unanswered, so under -x nothing runs after the failure
+        # that stops the run, as in pytest (the agent answers `exit` then).
+        self.announced = 0
+        self.answered = 0
+
+    def hard_failure_announced(self) -> None:
+        with self.cond:
+            self.announced += 1
 
     def apply(self, msg: dict):
         """A message from the agent (reader thread); returns the answer to send, if any."""
@@ -63,6 +72,8 @@ class LocalQueue:
                     self.ids = [nodeid for nodeid in self.ids if nodeid not in asked]
                     self.slow.difference_update(removed)
                 answer = {"t": "retracted", "ids": removed}
+            elif t == "proceed":
+                self.answered += 1
             elif t == "exit":
                 self.exiting = True
             else:
@@ -90,6 +101,7 @@ class Worker:
         self.session = session
         self.items = {item.nodeid: item for item in session.items}
         self.local = LocalQueue()
+        plugin.worker = self
         # The nextitem given to the last pytest_runtest_protocol: what it left set up.
         self.promised = None
         self.last_nodeid = ""
@@ -188,7 +200,7 @@ class Worker:
         """The next test to run and its nextitem; None when the worker is to exit."""
         local = self.local
         with local.cond:
-            while not local.ids and not local.exiting:
+            while (not local.ids or local.answered < local.announced) and not local.exiting:
                 self._wait()
             if local.exiting:
                 return None
