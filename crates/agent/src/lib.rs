@@ -1,6 +1,7 @@
 //! shardex-agent: the worker pool, the queue and the orchestration of one run.
 
 pub mod config;
+pub mod daemon;
 pub mod errors;
 pub mod plugin;
 pub mod pool;
