@@ -4,8 +4,10 @@
 //! JUnit xunit1 read/write and the wire protocol types.
 
 pub mod attempts;
+pub mod daemon_key;
 pub mod dispatch;
 pub mod errors;
+pub mod fileset;
 pub mod job_report;
 pub mod junit;
 pub mod outcome;
