@@ -327,7 +327,8 @@ impl FakeWorker {
             ToPython::Configure(_)
             | ToPython::Flush
             | ToPython::Results { .. }
-            | ToPython::Fork { .. } => {}
+            | ToPython::Fork { .. }
+            | ToPython::Proceed => {}
         }
     }
 
