@@ -2,4 +2,5 @@
 //! imports and Django set up, pytest configured and collected once) and forks each run's
 //! zygote from it; `shardex run` finds it through `.shardex/daemon.sock`.
 
+pub mod place;
 pub mod wire;
