@@ -2,6 +2,7 @@
 //! imports and Django set up, pytest configured and collected once) and forks each run's
 //! zygote from it; `shardex run` finds it through `.shardex/daemon.sock`.
 
+pub mod base;
 pub mod client;
 pub mod fresh;
 pub mod place;

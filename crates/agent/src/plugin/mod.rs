@@ -42,12 +42,49 @@ def _shardex_main():
 _shardex_main()
 "#;
 
+/// The environment variable that tells the daemon's base process (see
+/// [`base_launch_args`]) which fd is its socket to the daemon; popped at once.
+pub const ENV_BASE_FD: &str = "SHARDEX_BASE_FD";
+
+/// Run with `python -c BASE_BOOTSTRAP PACKAGE_DIR PYTEST_ARGS...` (the daemon's warm base,
+/// `daemon::base`): imports the package from PACKAGE_DIR as [`BOOTSTRAP`] does (nothing
+/// added to `sys.path`), takes its socket's fd out of `SHARDEX_BASE_FD`, and hands over to
+/// `shardex_plugin.base.serve`, which warms pytest up with PYTEST_ARGS and forks each run's
+/// zygote. `sys.path[0]` is the working directory, as with [`BOOTSTRAP`]; `serve` is told
+/// whether it was (so each fork sets it to the run's directory, or leaves it under `-P`).
+pub const BASE_BOOTSTRAP: &str = r#"import sys
+def _shardex_base():
+    import importlib.util
+    import os
+    package = sys.argv.pop(1)
+    fd = int(os.environ.pop("SHARDEX_BASE_FD"))
+    cwd_first = bool(sys.path) and sys.path[0] == ""
+    if cwd_first:
+        sys.path[0] = os.getcwd()
+    if fd == 0:
+        # The socket came as stdin: moved off it, and stdin reads nothing, as in a run.
+        fd = os.dup(0)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    spec = importlib.util.spec_from_file_location(
+        "shardex_plugin", os.path.join(package, "__init__.py"), submodule_search_locations=[package]
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    sys.modules["shardex_plugin"] = plugin
+    spec.loader.exec_module(plugin)
+    import importlib
+    importlib.import_module("shardex_plugin.base").serve(fd, sys.argv[1:], cwd_first)
+_shardex_base()
+"#;
+
 /// The package's import name.
 pub const MODULE_NAME: &str = "shardex_plugin";
 
 /// The package's files (name, source), embedded in the binary.
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
+    ("base.py", include_str!("shardex_plugin/base.py")),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
     ("consumed.py", include_str!("shardex_plugin/consumed.py")),
     (
@@ -86,6 +123,18 @@ pub fn launch_args(dir: &Path) -> Vec<String> {
         dir.join(MODULE_NAME).display().to_string(),
         "-p".to_owned(),
         MODULE_NAME.to_owned(),
+    ]
+}
+
+/// The interpreter arguments that start the daemon's base process with the plugin
+/// installed in `dir` (see [`install`]): the pytest arguments of the runs it serves follow
+/// (without `-p shardex_plugin`: the base loads the package as a module, not as a plugin),
+/// and its socket's fd is given in [`ENV_BASE_FD`].
+pub fn base_launch_args(dir: &Path) -> Vec<String> {
+    vec![
+        "-c".to_owned(),
+        BASE_BOOTSTRAP.to_owned(),
+        dir.join(MODULE_NAME).display().to_string(),
     ]
 }
 
@@ -136,6 +185,14 @@ mod tests {
         assert_eq!(args[0], "-c");
         assert_eq!(args[2], "/run/py/shardex_plugin");
         assert_eq!(&args[3..], ["-p", MODULE_NAME]);
+    }
+
+    #[test]
+    fn the_base_bootstrap_pops_its_fd_and_serves() {
+        assert!(BASE_BOOTSTRAP.contains(&format!("os.environ.pop(\"{ENV_BASE_FD}\")")));
+        assert!(BASE_BOOTSTRAP.contains("shardex_plugin.base\").serve(fd, sys.argv[1:]"));
+        let args = base_launch_args(Path::new("/run/py"));
+        assert_eq!(args, ["-c", BASE_BOOTSTRAP, "/run/py/shardex_plugin"]);
     }
 
     #[test]
