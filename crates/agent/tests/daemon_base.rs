@@ -3,7 +3,7 @@
 //! kills, and its end when the handle goes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::OwnedFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -255,8 +255,9 @@ impl Launcher for BaseLauncher {
     }
 }
 
-fn output(path: &Path) -> OwnedFd {
-    OwnedFd::from(std::fs::File::create(path).unwrap())
+/// A file for the zygote's output; its descriptor stays open for the test's life.
+fn output(path: &Path) -> RawFd {
+    std::fs::File::create(path).unwrap().into_raw_fd()
 }
 
 async fn run_cold(config: RunConfig) -> RunSummary {

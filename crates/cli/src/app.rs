@@ -39,6 +39,10 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
     if args.get(1).is_some_and(|a| a == "run") {
         return commands::run::run(utf8_args(&args[2..])?);
     }
+    // `serve` takes `run`'s options and pytest's arguments too.
+    if args.get(1).is_some_and(|a| a == "serve") {
+        return commands::serve::run(utf8_args(&args[2..])?);
+    }
     match cli().try_get_matches_from(&args) {
         Ok(matches) => match matches.subcommand() {
             Some(("report", report)) => commands::report::run(report),

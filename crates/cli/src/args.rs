@@ -30,6 +30,7 @@ pub fn cli() -> Command {
         .after_help("Run `shardex help run` for the options of `shardex run`.")
         .subcommand(run_command())
         .subcommand(crate::commands::report::command())
+        .subcommand(crate::commands::serve::command())
 }
 
 /// `shardex run [PYTEST ARGS...]`: documentation of the options shardex consumes.

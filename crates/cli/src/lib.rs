@@ -4,6 +4,7 @@ pub mod app;
 pub mod args;
 pub mod commands;
 pub mod compat;
+pub mod daemon_use;
 pub mod errors;
 pub mod exit_code;
 pub mod node_report;

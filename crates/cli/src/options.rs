@@ -35,6 +35,8 @@ pub enum Opt {
     Timeline,
     Python,
     Spawn,
+    Daemon,
+    NoDaemon,
     KillGrace,
     StopGrace,
     /// A pytest or xdist option shardex cannot honour: refused with `OptDef::refused`.
@@ -436,6 +438,23 @@ pub static OPTIONS: &[OptDef] = &[
         sources: Sources::Everywhere,
         help: "Start each worker as its own pytest process instead of forking it from one \
                that collected (slower start; for code that cannot be forked)",
+        heading: Some(SHARDEX),
+        ..BASE
+    },
+    OptDef {
+        opt: Opt::Daemon,
+        long: Some("daemon"),
+        sources: Sources::Everywhere,
+        help: "Run through this project's daemon (`shardex serve`), starting it when none \
+               runs (a running daemon is used without this flag)",
+        heading: Some(SHARDEX),
+        ..BASE
+    },
+    OptDef {
+        opt: Opt::NoDaemon,
+        long: Some("no-daemon"),
+        sources: Sources::Everywhere,
+        help: "Do not use the project's daemon even when one runs",
         heading: Some(SHARDEX),
         ..BASE
     },

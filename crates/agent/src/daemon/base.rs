@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -101,8 +101,10 @@ pub struct ForkRequest {
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
     pub launch: LaunchVars,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// Borrowed: sent to the base with the request; the caller closes its copies after
+    /// the fork returns (the daemon holds them as raw descriptors received by SCM_RIGHTS).
+    pub stdout: RawFd,
+    pub stderr: RawFd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +254,22 @@ impl Base {
         &mut self.events
     }
 
+    /// Sends every later event to `to`, tagged with this base's pid (the daemon reads the
+    /// events of its warm base and of those it retired on one channel). `events()` is
+    /// empty from then on.
+    pub fn forward_events(&mut self, to: UnboundedSender<(u32, BaseEvent)>) {
+        let (_, closed) = unbounded_channel();
+        let mut events = std::mem::replace(&mut self.events, closed);
+        let pid = self.pid;
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if to.send((pid, event)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// SIGKILLs the zygote `pid`'s process group (if it is still the base's child).
     pub fn kill(&mut self, pid: u32) {
         self.link.kill(pid);
@@ -330,7 +348,7 @@ impl BaseLink {
             "env": env,
             "launch": {"mode": req.launch.mode, "socket": req.launch.socket, "secret": req.launch.secret},
         });
-        let fds = [req.stdout.as_raw_fd(), req.stderr.as_raw_fd()];
+        let fds = [req.stdout, req.stderr];
         let sent = self.send_line(&line, Some(&fds));
         // Ours are closed now: the base has its own copies (or failed to get them).
         drop(req);

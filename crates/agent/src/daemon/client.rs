@@ -40,13 +40,16 @@ pub struct DaemonClient {
     buffer: LineBuffer,
     pub daemon_pid: u32,
     pub socket: PathBuf,
+    /// Set when the daemon is another build: it may be asked for its status or to stop,
+    /// not to serve a run (the line says so).
+    pub other_build: Option<String>,
 }
 
 /// Connects to the daemon of `place` and says hello.
 pub fn find(place: &Place) -> Found {
     let socket = place.socket();
     if std::fs::symlink_metadata(&socket).is_err() {
-        return Found::None;
+        return orphaned_lock(place);
     }
     if let Err(err) = check_private(&socket, 0o077) {
         return Found::Unusable(format!("not using the daemon's socket: {err}"));
@@ -87,6 +90,7 @@ pub fn find(place: &Place) -> Found {
         buffer: LineBuffer::default(),
         daemon_pid: 0,
         socket,
+        other_build: None,
     };
     match client.hello() {
         Ok(()) => Found::Connected(client),
@@ -99,6 +103,19 @@ fn connect(socket: &Path) -> std::io::Result<UnixStream> {
     let stream = UnixStream::connect(path)?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     Ok(stream)
+}
+
+/// No socket: no daemon, unless one died and its warm process removed the socket. Its
+/// lock file (removed by a daemon that ends normally) says so once.
+fn orphaned_lock(place: &Place) -> Found {
+    let pid = place.lock_holder();
+    if pid.is_empty() || lock_is_held(place) {
+        return Found::None;
+    }
+    let _ = std::fs::remove_file(place.lock());
+    Found::Unusable(format!(
+        "the daemon of this project (pid {pid}) is gone; running without it"
+    ))
 }
 
 /// Whether a live daemon holds the project's lock.
@@ -128,9 +145,9 @@ impl DaemonClient {
             Ok(DaemonMsg::Hello { build: theirs, pid }) => {
                 self.daemon_pid = pid;
                 if theirs != build {
-                    return Err(format!(
-                        "the daemon (pid {pid}) is another build of shardex ({theirs}, this is {build}); \
-                         running without it (`shardex serve --stop` ends it)"
+                    self.other_build = Some(format!(
+                        "the daemon (pid {pid}) is another build of shardex ({theirs}, this is \
+                         {build}); running without it (`shardex serve --stop` ends it)"
                     ));
                 }
                 Ok(())
@@ -198,11 +215,16 @@ impl DaemonClient {
         }
     }
 
+    /// Asks the daemon to stop; it may hang up before its answer is written, which is as
+    /// good as the answer.
     pub fn stop(&mut self) -> std::io::Result<()> {
         self.send(&ClientMsg::Stop)?;
         loop {
-            if let DaemonMsg::Stopping = self.recv()? {
-                return Ok(());
+            match self.recv() {
+                Ok(DaemonMsg::Stopping) => return Ok(()),
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(err) => return Err(err),
             }
         }
     }
@@ -233,6 +255,16 @@ impl std::fmt::Debug for RemoteLauncher {
 /// The pytest arguments of a launch spec: what follows `-c BOOTSTRAP PACKAGE_DIR`.
 pub fn pytest_args_of(spec: &LaunchSpec) -> Vec<String> {
     spec.args.iter().skip(3).cloned().collect()
+}
+
+/// What the zygote of a run with `config` is launched with (before the pool adds its
+/// socket and secret, which do not matter to the daemon's choice of base).
+pub fn request_for(config: &crate::RunConfig) -> LaunchRequest {
+    let mut spec = crate::run::pool_spec(config).launch;
+    let mut args = crate::plugin::launch_args(Path::new("/"));
+    args.append(&mut spec.args);
+    spec.args = args;
+    launch_request(&spec)
 }
 
 /// What the zygote would get from `spec` if spawned here: this process's environment with

@@ -6,4 +6,5 @@ pub mod base;
 pub mod client;
 pub mod fresh;
 pub mod place;
+pub mod server;
 pub mod wire;

@@ -64,6 +64,43 @@ impl Place {
     }
 }
 
+/// The live daemon's hold on its project (released when dropped, or when it dies).
+#[derive(Debug)]
+pub struct DaemonLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Place {
+    /// Takes the project's daemon lock and writes this process's pid in it; None when a
+    /// live daemon holds it.
+    pub fn take_lock(&self) -> std::io::Result<Option<DaemonLock>> {
+        use std::io::{Seek, Write};
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.lock())?;
+        let Ok(mut held) =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            return Ok(None);
+        };
+        held.set_len(0)?;
+        held.rewind()?;
+        write!(*held, "{}", std::process::id())?;
+        Ok(Some(DaemonLock { _held: held }))
+    }
+
+    /// The pid the lock's holder wrote, as text ("" when unknown).
+    pub fn lock_holder(&self) -> String {
+        std::fs::read_to_string(self.lock())
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+}
+
 /// An error unless `path` belongs to this user and has none of `forbidden` mode bits.
 pub fn check_private(path: &Path, forbidden: u32) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;

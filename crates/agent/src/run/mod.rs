@@ -55,6 +55,19 @@ pub async fn execute(
     .await
 }
 
+/// `execute` with processes started by `launcher` (the daemon's `RemoteLauncher`).
+pub async fn execute_through(
+    config: RunConfig,
+    events: UnboundedSender<RunEvent>,
+    launcher: Box<dyn Launcher>,
+) -> Result<RunSummary, AgentError> {
+    let signals = watch_signals().map_err(|source| AgentError::Io {
+        doing: "installing the SIGINT/SIGTERM handlers".into(),
+        source,
+    })?;
+    execute_with(config, events, launcher, Some(signals)).await
+}
+
 /// `execute` with the Python side and the signals given: tests pass a scripted launcher
 /// and no signal stream.
 pub async fn execute_with(

@@ -11,6 +11,7 @@ use shardex_core::Outcome;
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::compat::split_args;
+use crate::daemon_use;
 use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::reporter::{Reporter, ReporterOptions};
@@ -18,7 +19,7 @@ use crate::settings::{ColorChoice, FileSettings, Settings, TimingStoreChoice};
 
 /// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
 pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
-    let (flags, pytest_args) = split_args(argv)?;
+    let (flags, pytest_args) = split_args(argv.clone())?;
     if flags.help {
         return Ok(crate::app::print_run_help());
     }
@@ -42,7 +43,18 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     let workers = settings.workers(sizing::auto_workers(), sizing::logical_workers());
     let output = reporter_options(settings.color);
     let config = run_config(&settings, &python, cwd, workers, &output);
-    execute(config, settings.notes, output)
+    let daemon = DaemonChoice {
+        want: daemon_use::want(&settings),
+        argv,
+    };
+    execute(config, settings.notes, output, &daemon)
+}
+
+/// Whether the run goes through the project's daemon, and the run's arguments (for a
+/// daemon `--daemon` starts).
+pub struct DaemonChoice {
+    pub want: daemon_use::Want,
+    pub argv: Vec<String>,
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -116,7 +128,7 @@ fn check_writable(flag: &'static str, path: &Path) -> Result<(), CliError> {
     std::fs::remove_file(&probe).map_err(report_err)
 }
 
-fn run_config(
+pub(crate) fn run_config(
     settings: &Settings,
     python: &PythonInfo,
     cwd: PathBuf,
@@ -173,7 +185,11 @@ fn execute(
     config: RunConfig,
     notes: Vec<String>,
     output: ReporterOptions,
+    daemon: &DaemonChoice,
 ) -> Result<i32, CliError> {
+    // Before the runtime: waiting for a daemon (another run, a rebuild) is plain blocking,
+    // and Ctrl-C while waiting ends this process as it would any command.
+    let remote = daemon_use::launcher(daemon.want, &config, &daemon.argv);
     // One thread runs the agent (its state has one owner anyway); the reporter gets a
     // blocking thread. Fewer threads than cores leaves the cores to the pytest workers.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -198,7 +214,15 @@ fn execute(
             }
         };
         // `execute` drops its sender when it returns, which ends the drain.
-        let (result, ()) = tokio::join!(shardex_agent::execute(config, tx), drain);
+        let agent = async {
+            match remote {
+                Some(launcher) => {
+                    shardex_agent::run::execute_through(config, tx, Box::new(launcher)).await
+                }
+                None => shardex_agent::execute(config, tx).await,
+            }
+        };
+        let (result, ()) = tokio::join!(agent, drain);
         let summary = result?;
         sink.finish(&summary);
         if std::env::var_os("SHARDEX_STATS").is_some() {

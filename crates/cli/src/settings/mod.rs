@@ -81,6 +81,10 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     pub python: Option<PythonChoice>,
     pub spawn: bool,
+    /// `--daemon`: use the project's daemon, starting one if needed.
+    pub daemon: bool,
+    /// `--no-daemon`: never use it.
+    pub no_daemon: bool,
     pub kill_grace: Duration,
     pub stop_grace: Duration,
     pub color: ColorChoice,
@@ -153,6 +157,8 @@ impl Settings {
             timeout: layers.secs(Opt::Timeout)?.filter(|t| !t.is_zero()),
             python,
             spawn: layers.flag(Opt::Spawn)?,
+            daemon: layers.flag(Opt::Daemon)?,
+            no_daemon: layers.flag(Opt::NoDaemon)?,
             kill_grace: layers.secs(Opt::KillGrace)?.unwrap_or_default(),
             stop_grace: layers.secs(Opt::StopGrace)?.unwrap_or_default(),
             color: layers

@@ -34,7 +34,7 @@ from . import forkcheck
 _ROOT_FILES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", ".env")
 # Plugins whose pytest_sessionstart may write a report (pytest-html's generate_report_on_test).
 _WRITE_AT_START = ("pytest_html", "_pytest.junitxml")
-_LAUNCH_VARS = ("SHARDEX_MODE", "SHARDEX_SOCKET", "SHARDEX_SECRET", "SHARDEX_BASE_FD")
+_LAUNCH_VARS = ("SHARDEX_MODE", "SHARDEX_SOCKET", "SHARDEX_SECRET", "SHARDEX_BASE_FD", "SHARDEX_DAEMON_SOCKET")
 
 
 class _Seen:
@@ -175,6 +175,7 @@ def serve(fd: int, args: list, cwd_first: bool = True) -> None:
     sock.set_inheritable(False)
     forkcheck.install()  # names where a thread alive at the end of the warm-up was started
     path_before = list(sys.path)
+    daemon_socket = _DaemonSocket(os.environ.pop("SHARDEX_DAEMON_SOCKET", ""))
     environ_before = dict(os.environ)
     started = time.monotonic()
     args = _without_shardex_plugin(args)
@@ -196,6 +197,7 @@ def serve(fd: int, args: list, cwd_first: bool = True) -> None:
         _finish(0)
     sys.path[:] = path_before  # what pytest inserted is inserted again in each run
     state = _State(sock, path_before, cwd_first, _environ_delta(environ_before))
+    state.daemon_socket = daemon_socket
     gc.collect()
     gc.freeze()
     seconds = time.monotonic() - started
@@ -252,6 +254,7 @@ class _State:
         self.children: set = set()
         self.retiring = False
         self.wake_r, self.wake_w = os.pipe()
+        self.daemon_socket = _DaemonSocket("")  # set by serve()
 
     def loop(self) -> None:
         os.set_blocking(self.wake_w, False)
@@ -420,10 +423,40 @@ class _State:
                 self._gone()
 
     def _gone(self) -> None:
-        """The daemon is gone: its zygotes go too (none may outlive it), then the base."""
-        for pid in self.children:
-            _killpg(pid)
+        """The daemon is gone: so is the base. A zygote it forked belongs to its run (the
+        client drives it and it exits when that run ends): it finishes that run. A daemon
+        that died leaves its socket behind: the base removes it."""
+        self.daemon_socket.remove_if_orphaned()
         _finish(0)
+
+
+class _DaemonSocket:
+    """The daemon's socket as it was when this base started (path and inode)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parent = os.getppid()
+        try:
+            self.inode = os.stat(path).st_ino if path else None
+        except OSError:
+            self.inode = None
+
+    def remove_if_orphaned(self) -> None:
+        """Removes the socket when the daemon died without doing it (its parent changed)
+        and it is still the one this base knew (not a new daemon's)."""
+        if self.inode is None:
+            return
+        # The daemon's descriptors close before it is reaped: give its exit a moment.
+        deadline = time.monotonic() + 1.0
+        while os.getppid() == self.parent and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if os.getppid() == self.parent:
+            return
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _run_pytest(args: list) -> int:
