@@ -472,3 +472,29 @@ fn django_on_postgresql_runs_through_the_daemon() {
     }
     assert_eq!(runs_served(&served.status()), 2);
 }
+
+#[test]
+fn the_warm_process_learns_what_runs_import_from_outside_the_project() {
+    let _guard = serial();
+    let suite = copy_fixture("daemon");
+    let served = Served::start(&suite, &[]);
+    let watched = |status: &str| status_field(status, "modules, ").expect("files watched");
+    let before = watched(&served.status());
+    run(&suite, &["-n", "1", "tests/test_app.py"]).assert_code(0);
+    // The run imported `wave` (stdlib, outside the project): the warm process imports it
+    // once the run's zygote ends, and watches its file.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut after = watched(&served.status());
+    while after <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = watched(&served.status());
+    }
+    assert!(after > before, "watched files {before} -> {after}");
+    let generation = status_generation(&served.status());
+    run(&suite, &["-n", "1", "tests/test_app.py"]).assert_code(0);
+    assert_eq!(
+        status_generation(&served.status()),
+        generation,
+        "learning rebuilds nothing"
+    );
+}

@@ -119,6 +119,18 @@ pub fn find_python_from(explicit: Option<(&Path, &str)>) -> Result<PythonInfo, P
     check(&path, &origin, CHECK_TIMEOUT)
 }
 
+/// The interpreter `find_python_from` would check, without running it: for a run that a
+/// daemon serves (its warm process already runs pytest with it; a check would cost a
+/// Python start, the largest part of a warm run).
+pub fn locate_python(explicit: Option<(&Path, &str)>) -> Result<PathBuf, PythonError> {
+    locate(
+        explicit,
+        std::env::var_os(VIRTUAL_ENV_VAR),
+        std::env::var_os(PATH_VAR),
+    )
+    .map(|(path, _)| path)
+}
+
 /// Picks the interpreter path without running it.
 fn locate(
     explicit: Option<(&Path, &str)>,

@@ -34,6 +34,12 @@ pub fn want(settings: &Settings) -> Want {
     }
 }
 
+/// Whether a daemon will probably serve the run (its socket is there): the interpreter's
+/// own check is then left to the daemon's warm process.
+pub fn likely(want: Want, cwd: &Path) -> bool {
+    want != Want::Never && Place::for_cwd(cwd).socket().exists()
+}
+
 /// The daemon's launcher for this run, or None (a run without it; the reason, if any, was
 /// printed). `run_argv`: the run's own arguments, for a daemon `--daemon` starts.
 pub fn launcher(want: Want, config: &RunConfig, run_argv: &[String]) -> Option<RemoteLauncher> {

@@ -55,12 +55,24 @@ impl Snapshot {
         }
     }
 
+    /// Adds paths with their stamps (a path already watched keeps its first stamp: a
+    /// change since then is still a change).
+    pub fn extend(&mut self, stamps: impl IntoIterator<Item = (PathBuf, Option<Stamp>)>) {
+        for (path, stamp) in stamps {
+            self.stamps.entry(path).or_insert(stamp);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.stamps.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.stamps.is_empty()
+    }
+
+    pub fn stamps(&self) -> impl Iterator<Item = (PathBuf, Option<Stamp>)> + '_ {
+        self.stamps.iter().map(|(p, s)| (p.clone(), *s))
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {

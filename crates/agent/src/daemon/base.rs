@@ -80,6 +80,9 @@ pub enum BaseEvent {
     /// The base process ended without being retired or dropped. No `Exited` comes after
     /// this; zygotes it forked may still run (the base kills them only when it reads EOF).
     Died { stderr_tail: String },
+    /// The base imported more modules (what its runs imported from outside the project):
+    /// their files join its watch set.
+    Watch { paths: Vec<PathBuf> },
 }
 
 /// The launch values the bootstrap would have popped from the environment
@@ -228,7 +231,7 @@ impl Base {
         let stderr_tail = loop {
             match tokio::time::timeout(TAIL_WAIT, self.events.recv()).await {
                 Ok(Some(BaseEvent::Died { stderr_tail })) => break stderr_tail,
-                Ok(Some(BaseEvent::Exited { .. })) => continue,
+                Ok(Some(BaseEvent::Exited { .. } | BaseEvent::Watch { .. })) => continue,
                 Ok(None) | Err(_) => break String::new(),
             }
         };
@@ -463,6 +466,19 @@ fn spawn_reader(
                         code: as_i32(&msg["code"]),
                         signal: as_i32(&msg["signal"]),
                     });
+                }
+                "watch" => {
+                    let paths = msg["paths"]
+                        .as_array()
+                        .map(|paths| {
+                            paths
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(PathBuf::from)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let _ = events.send(BaseEvent::Watch { paths });
                 }
                 other => tracing::debug!(kind = other, "unexpected message from the base"),
             }

@@ -428,6 +428,12 @@ impl Daemon {
                     let _ = client.tx.send(DaemonMsg::Exited { pid, code, signal });
                 }
             }
+            BaseEvent::Watch { paths } => {
+                if let Some(warm) = self.warm.as_mut().filter(|w| w.base.pid() == base_pid) {
+                    let added = super::fresh::snapshot(paths.iter().map(PathBuf::as_path));
+                    warm.snapshot.extend(added.stamps());
+                }
+            }
             BaseEvent::Died { stderr_tail } => {
                 self.retired.retain(|b| b.pid() != base_pid);
                 // The warm base (not a retired one) died: build another at once.

@@ -100,6 +100,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("forkcheck.py", include_str!("shardex_plugin/forkcheck.py")),
     ("internals.py", include_str!("shardex_plugin/internals.py")),
     ("junit.py", include_str!("shardex_plugin/junit.py")),
+    ("learn.py", include_str!("shardex_plugin/learn.py")),
     ("plugin.py", include_str!("shardex_plugin/plugin.py")),
     ("relay.py", include_str!("shardex_plugin/relay.py")),
     ("reports.py", include_str!("shardex_plugin/reports.py")),

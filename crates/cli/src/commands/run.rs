@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use shardex_agent::python::{find_python_from, PythonInfo};
+use shardex_agent::python::{find_python_from, locate_python, PythonInfo};
 use shardex_agent::{sizing, RunConfig, RunEvent, RunSummary, WorkerMode};
 use shardex_core::timing::TimingStore;
 use shardex_core::Outcome;
@@ -33,12 +33,19 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     tracing::debug!(?settings, config_file = ?file.as_ref().map(|f| &f.path), "resolved settings");
 
     validate(&settings)?;
-    let python = find_python_from(
-        settings
-            .python
-            .as_ref()
-            .map(|p| (p.path.as_path(), p.origin.as_str())),
-    )?;
+    let explicit = settings
+        .python
+        .as_ref()
+        .map(|p| (p.path.as_path(), p.origin.as_str()));
+    let python = if daemon_use::likely(daemon_use::want(&settings), &cwd) {
+        PythonInfo {
+            path: locate_python(explicit)?,
+            version: "(checked by the daemon)".into(),
+            pytest_version: String::new(),
+        }
+    } else {
+        find_python_from(explicit)?
+    };
     tracing::debug!(?python, "python");
     let workers = settings.workers(sizing::auto_workers(), sizing::logical_workers());
     let output = reporter_options(settings.color);

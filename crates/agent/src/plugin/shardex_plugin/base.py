@@ -29,6 +29,7 @@ import time
 import traceback
 
 from . import forkcheck
+from .learn import Learner
 
 # Files in the rootdir that change how pytest is configured.
 _ROOT_FILES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", ".env")
@@ -198,6 +199,7 @@ def serve(fd: int, args: list, cwd_first: bool = True) -> None:
     sys.path[:] = path_before  # what pytest inserted is inserted again in each run
     state = _State(sock, path_before, cwd_first, _environ_delta(environ_before))
     state.daemon_socket = daemon_socket
+    state.learner = Learner(warm["rootdir"])
     gc.collect()
     gc.freeze()
     seconds = time.monotonic() - started
@@ -255,6 +257,7 @@ class _State:
         self.retiring = False
         self.wake_r, self.wake_w = os.pipe()
         self.daemon_socket = _DaemonSocket("")  # set by serve()
+        self.learner = None  # set by serve()
 
     def loop(self) -> None:
         os.set_blocking(self.wake_w, False)
@@ -263,6 +266,7 @@ class _State:
         while True:
             self._reap()
             if self.retiring and not self.children:
+                self.learner.close()
                 _finish(0)
             try:
                 ready, _, _ = select.select([self.sock, self.wake_r], [], [], 1.0)
@@ -343,6 +347,7 @@ class _State:
         try:
             self._become_zygote(msg, out_err)
             code = _run_pytest(list(msg["args"]))
+            self.learner.record(os.getpid())
         except KeyboardInterrupt:
             # As CPython ends on an uncaught KeyboardInterrupt: killed by SIGINT.
             _flush_quietly()
@@ -419,6 +424,9 @@ class _State:
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             try:
                 _send(self.sock, {"t": "exited", "pid": pid, "code": code, "signal": sig})
+                learned = self.learner.absorb(pid) if not self.retiring else []
+                if learned:
+                    _send(self.sock, {"t": "watch", "paths": learned})
             except OSError:
                 self._gone()
 
@@ -427,6 +435,7 @@ class _State:
         client drives it and it exits when that run ends): it finishes that run. A daemon
         that died leaves its socket behind: the base removes it."""
         self.daemon_socket.remove_if_orphaned()
+        self.learner.close()
         _finish(0)
 
 
