@@ -2,6 +2,7 @@
 //! compared with plain pytest. Run them with `scripts/test.sh` (it provides .venv and PostgreSQL).
 
 mod cli;
+mod dbclone;
 mod django;
 mod faults;
 mod hangs;

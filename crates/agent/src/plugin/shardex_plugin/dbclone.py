@@ -126,16 +126,6 @@ class TemplateDb:
         config = self.plugin.config
         if not _has_django(config) or worker_count < 2 or len(self.session.items) < 2:
             raise _Off("")
-        items = [item for item in self.session.items if "django_db_setup" in getattr(item, "fixturenames", ())]
-        if not items:
-            raise _Off("")
-        overridden = _overridden(self.session, items)
-        if overridden is not None:
-            name, where = overridden
-            raise _Off(
-                f"{name} is overridden in {where}: each worker sets up its own test DB "
-                "(shardex migrates one template and clones it only under pytest-django's own)"
-            )
         try:
             from django.conf import settings
             from pytest_django import fixtures
@@ -143,9 +133,19 @@ class TemplateDb:
             raise _Off("") from None
         if not settings.configured:
             raise _Off("")
-        aliases, _ = fixtures._get_databases_for_setup(items)
+        # What pytest-django's django_db_setup sets up: the aliases the session's tests use
+        # (the django_db marker requests the DB at run time, so not every such test has
+        # django_db_setup in its fixture closure).
+        aliases, _ = fixtures._get_databases_for_setup(self.session.items)
         if not aliases:
             raise _Off("")
+        overridden = _overridden(self.session, self.session.items)
+        if overridden is not None:
+            name, where = overridden
+            raise _Off(
+                f"{name} is overridden in {where}: each worker sets up its own test DB "
+                "(shardex migrates one template and clones it only under pytest-django's own)"
+            )
         with _unblocked(config):
             return self._create_templates(settings, fixtures, aliases)
 
@@ -316,9 +316,9 @@ def _drop(template: Template, name: str) -> None:
         wrapper.close()
 
 
-def _overridden(session, items):
-    """(fixture, where) for the first fixture of _FIXTURES that an item sees defined
-    outside pytest-django (a conftest, a plugin, a test module); None if none is."""
+def _visible_defs(session, items, name: str):
+    """The definitions of fixture `name` each item sees, least specific first (the last is
+    the one pytest runs), once per parent node (a module or class: its items see the same)."""
     manager = session._fixturemanager
     seen = set()
     for item in items:
@@ -327,16 +327,21 @@ def _overridden(session, items):
         if key in seen:
             continue
         seen.add(key)
-        for name in _FIXTURES:
-            try:
-                defs = manager.getfixturedefs(name, item)
-            except TypeError:  # pytest < 8.1 takes the node id
-                defs = manager.getfixturedefs(name, item.nodeid)
-            if not defs:
-                continue
-            active = defs[-1]
-            if getattr(active.func, "__module__", None) != _PYTEST_DJANGO:
-                return name, _where(active)
+        try:
+            defs = manager.getfixturedefs(name, item)
+        except TypeError:  # pytest < 8.1 takes the node id
+            defs = manager.getfixturedefs(name, item.nodeid)
+        if defs:
+            yield defs
+
+
+def _overridden(session, items):
+    """(fixture, where) for the first fixture of _FIXTURES that an item sees defined
+    outside pytest-django (a conftest, a plugin, a test module); None if none is."""
+    for name in _FIXTURES:
+        for defs in _visible_defs(session, items, name):
+            if getattr(defs[-1].func, "__module__", None) != _PYTEST_DJANGO:
+                return name, _where(defs[-1])
     return None
 
 
@@ -356,9 +361,7 @@ def _replace_setup(session, names: dict) -> None:
     its fixtures at collection (its closure's FixtureDefs), so the definition pytest runs
     is the one found then. The user's own override was ruled out before cloning."""
     seen = set()
-    for item in session.items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.get("django_db_setup", ()) if info is not None else ()
+    for defs in _visible_defs(session, session.items, "django_db_setup"):
         for fixturedef in defs:
             if id(fixturedef) in seen or getattr(fixturedef.func, "__module__", None) != _PYTEST_DJANGO:
                 continue
