@@ -20,9 +20,11 @@ const PG_DB: &str = "shardex_dbclone_e2e";
 
 /// A root conftest that logs every migration Django applies (`<db name> <app>.<migration>`),
 /// and for each test that used a DB, the DB's name (its file name for SQLite) and the worker.
+/// Each such test lasts 0.2 s at least: one worker cannot run them all before the other starts.
 const COUNTING_CONFTEST: &str = r#"
 import os
 import re
+import time
 
 import pytest
 from django.db.migrations.executor import MigrationExecutor
@@ -45,6 +47,7 @@ def _record_db(request):
     from django.db import connection
 
     if "_django_db_helper" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        time.sleep(0.2)
         outdir = os.environ["SHARDEX_DBNAME_DIR"]
         os.makedirs(outdir, exist_ok=True)
         name = os.path.basename(str(connection.settings_dict["NAME"]))
@@ -403,7 +406,7 @@ from notes.models import Note
 def test_note(n):
     # Committed rows (transaction=True): a DB shared by two workers would see the other's.
     Note.objects.create(text=str(n))
-    time.sleep(0.1)  # long enough for the two workers to share the tests
+    time.sleep(0.1)  # the row stays while the other worker's tests run
     assert Note.objects.count() == 1
 "#;
 

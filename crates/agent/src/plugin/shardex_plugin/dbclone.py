@@ -1,15 +1,13 @@
 """One migrated template test DB, cloned for each worker slot (PYTEST_DONT_REWRITE).
 
-pytest-django under xdist has every worker create and migrate its own ``test_<db>_gwK``:
-N workers, N migrations of the same schema. Here the zygote, before its first fork,
-creates and migrates ``test_<db>`` (pytest-django's name without xdist, honouring
---reuse-db/--create-db/--nomigrations as it does) and, before forking each slot, clones it
-into ``test_<db>_gwK`` (PostgreSQL ``CREATE DATABASE ... TEMPLATE`` through Django's own
-``_clone_test_db``, SQLite a file copy), as Django's parallel runner does. In the worker,
-pytest-django's ``django_db_setup`` is replaced by one that only points the connections at
-the slot's clone and, without --reuse-db, drops it at the end as pytest-django's teardown
-does. The names stay pytest-django's, so --reuse-db keeps the same DBs with and without
-shardex.
+Under xdist, pytest-django has each worker create and migrate its own ``test_<db>_gwK``.
+Here the zygote, before its first fork, creates and migrates ``test_<db>`` (pytest-django's
+name without xdist; --reuse-db/--create-db/--nomigrations as it honours them) and, before
+forking each slot, clones it into ``test_<db>_gwK`` (PostgreSQL ``CREATE DATABASE ...
+TEMPLATE`` through Django's ``_clone_test_db``, SQLite a file copy), as Django's parallel
+runner does. In the worker, pytest-django's ``django_db_setup`` only points the connections
+at the slot's clone and, without --reuse-db, drops it at the end as its teardown does. The
+names stay pytest-django's: --reuse-db keeps the same DBs with and without shardex.
 
 When the user overrides ``django_db_setup`` (or a fixture that decides how the test DBs are
 made or named), the backend is neither PostgreSQL nor a SQLite file, or preparing the
@@ -26,15 +24,8 @@ import sys
 _PYTEST_DJANGO = "pytest_django.fixtures"
 # Fixtures that decide how the test DBs are made and named: overriding any of them keeps
 # pytest-django's per-worker setup (the zygote cannot run the user's fixture).
-_FIXTURES = (
-    "django_db_setup",
-    "django_db_keepdb",
-    "django_db_createdb",
-    "django_db_use_migrations",
-    "django_db_modify_db_settings",
-    "django_db_modify_db_settings_parallel_suffix",
-    "django_db_modify_db_settings_xdist_suffix",
-    "django_db_modify_db_settings_tox_suffix",
+_FIXTURES = ("django_db_setup", "django_db_keepdb", "django_db_createdb", "django_db_use_migrations") + tuple(
+    f"django_db_modify_db_settings{suffix}" for suffix in ("", "_parallel_suffix", "_xdist_suffix", "_tox_suffix")
 )
 
 
@@ -46,11 +37,9 @@ class Template:
     """One unique test DB: the template the zygote migrated and what each slot gets."""
 
     def __init__(self, alias: str, vendor: str, settings_dict: dict) -> None:
-        self.alias = alias
-        self.vendor = vendor
+        self.alias, self.vendor = alias, vendor
         # A copy of the connection's settings with NAME = the template's name.
-        self.settings = settings_dict
-        self.name = settings_dict["NAME"]
+        self.settings, self.name = settings_dict, settings_dict["NAME"]
         self.fingerprint = None
 
     def slot_name(self, slot: str) -> str:
@@ -63,18 +52,16 @@ class TemplateDb:
     them at the end (without --reuse-db)."""
 
     def __init__(self, plugin, session) -> None:
-        self.plugin = plugin
-        self.session = session
+        self.plugin, self.session = plugin, session
         self.prepared = False
         self.templates: list[Template] = []
-        self.cloned: set[str] = set()
+        self.cloned: set[str] = set()  # slots whose clone is ready (kept for a respawn)
         config = plugin.config
-        self.keepdb = bool(config.getvalue("reuse_db")) if _has_django(config) else False
-        self.createdb = bool(config.getvalue("create_db")) if _has_django(config) else False
+        django = _has_django(config)
+        self.keepdb = django and bool(config.getvalue("reuse_db"))
+        self.createdb = django and bool(config.getvalue("create_db"))
         # pytest-django's verbosity for Django's creation messages (-v prints them).
         self.verbosity = max(0, int(config.option.verbose or 0))
-
-    # -- the zygote, before each fork -----------------------------------------
 
     def before_fork(self, slot: str, worker_count: int) -> None:
         if not self.prepared:
@@ -120,17 +107,13 @@ class TemplateDb:
         finally:
             _close_all()
 
-    # -- preparing ------------------------------------------------------------
-
     def _prepare(self, worker_count: int) -> list:
         config = self.plugin.config
         if not _has_django(config) or worker_count < 2 or len(self.session.items) < 2:
             raise _Off("")
-        try:
-            from django.conf import settings
-            from pytest_django import fixtures
-        except ImportError:
-            raise _Off("") from None
+        from django.conf import settings
+        from pytest_django import fixtures
+
         if not settings.configured:
             raise _Off("")
         # What pytest-django's django_db_setup sets up: the aliases the session's tests use
@@ -155,12 +138,9 @@ class TemplateDb:
 
         unique, _ = get_unique_databases_and_mirrors(aliases)
         for _, group in unique.values():
-            connection = connections[group[0]]
-            vendor = connection.vendor
-            in_memory = vendor == "sqlite" and connection.creation.is_in_memory_db(
-                connection.creation._get_test_db_name()
-            )
-            if in_memory:
+            creation = connections[group[0]].creation
+            vendor = creation.connection.vendor
+            if vendor == "sqlite" and creation.is_in_memory_db(creation._get_test_db_name()):
                 raise _Off("")  # each worker migrates its own in-memory DB, as before
             if vendor not in ("postgresql", "sqlite"):
                 raise _Off(
@@ -168,7 +148,7 @@ class TemplateDb:
                     "shardex clones a template test DB for PostgreSQL and SQLite files only"
                 )
         saved = _save_names(settings, connections)
-        if not config_use_migrations(self.plugin.config):
+        if self.plugin.config.getvalue("nomigrations"):
             fixtures._disable_migrations()
         tox = os.getenv("TOX_PARALLEL_ENV")
         if tox:
@@ -189,10 +169,7 @@ class TemplateDb:
                         template.fingerprint = _fingerprint(template, template.name)
                     templates.append(template)
             return templates
-        except SystemExit as exit_:
-            # Django's creation code exits on errors it has logged to stderr.
-            raise _Off(f"creating the template test DB failed (exit {exit_.code}): each worker sets up its own")
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # Django's creation code exits on errors
             raise _Off(f"creating the template test DB failed ({_short(error)}): each worker sets up its own")
         finally:
             _close_all()
@@ -217,10 +194,6 @@ class TemplateDb:
             wrapper.creation._clone_test_db(slot, self.verbosity, keepdb=False)
         finally:
             wrapper.close()
-
-
-def config_use_migrations(config) -> bool:
-    return not config.getvalue("nomigrations")
 
 
 def _has_django(config) -> bool:
@@ -248,9 +221,7 @@ def _close_all() -> None:
     for connection in django_db.connections.all(initialized_only=True):
         try:
             connection.close()
-            close_pool = getattr(connection, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
+            getattr(connection, "close_pool", lambda: None)()
         except Exception:
             pass
 
@@ -322,8 +293,7 @@ def _visible_defs(session, items, name: str):
     manager = session._fixturemanager
     seen = set()
     for item in items:
-        parent = getattr(item, "parent", None)
-        key = id(parent) if parent is not None else id(item)
+        key = id(getattr(item, "parent", None) or item)
         if key in seen:
             continue
         seen.add(key)
@@ -347,12 +317,9 @@ def _overridden(session, items):
 
 def _where(fixturedef) -> str:
     code = getattr(fixturedef.func, "__code__", None)
-    if code is not None:
-        try:
-            return f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
-        except ValueError:
-            return code.co_filename
-    return fixturedef.baseid or "a plugin"
+    if code is None:
+        return fixturedef.baseid or "a plugin"
+    return f"{os.path.relpath(code.co_filename)}:{code.co_firstlineno}"
 
 
 def _replace_setup(session, names: dict) -> None:
@@ -409,8 +376,7 @@ def _use_clones(aliases, serialized_aliases, names: dict):
     firsts = [group[0] for _, group in test_databases.values()]
     if any(connections[alias].creation._get_test_db_name() != names.get(alias) for alias in firsts):
         return None
-    old_names = []
-    serialize = []
+    old_names, serialize = [], []
     for db_name, group in test_databases.values():
         first = connections[group[0]]
         for alias in group:
