@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod dbclone;
 mod django;
 mod faults;
 mod hangs;

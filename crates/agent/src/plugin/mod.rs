@@ -92,6 +92,7 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("shardex_plugin/controller.py"),
     ),
     ("cov.py", include_str!("shardex_plugin/cov.py")),
+    ("dbclone.py", include_str!("shardex_plugin/dbclone.py")),
     (
         "early_stop.py",
         include_str!("shardex_plugin/early_stop.py"),

@@ -17,6 +17,7 @@ from . import internals
 from .consumed import item_timeout, loadgroup
 from .controller import Controller, decide
 from .cov import coverage_in_fork, save_coverage
+from .dbclone import TemplateDb
 from .ending import ControllerEnd
 from .forkcheck import before_fork
 from .retries import flaky_marker, retry_rules
@@ -91,6 +92,8 @@ class Zygote:
         # The zygote plays xdist's controller when a plugin reads what workers did.
         replay, nodes = decide(plugin.config)
         self.controller = Controller(plugin.config, session, replay) if nodes else None
+        # pytest-django: one migrated template DB, cloned for each slot before its fork.
+        self.dbclone = TemplateDb(plugin, session)
         plugin.controller = self.controller
         if self.controller is not None:
             plugin.controller_end = ControllerEnd(plugin)
@@ -136,6 +139,7 @@ class Zygote:
                     os.killpg(pid, signal.SIGTERM)
                 except OSError:
                     pass
+            self.dbclone.finish(alive=set(self.children.values()))
 
     def _handle_messages(self, wake_r: int, wake_w: int) -> bool:
         """Handles what the agent sent; False when the zygote is to end."""
@@ -159,6 +163,7 @@ class Zygote:
 
     def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
         plugin = self.plugin
+        self.dbclone.before_fork(slot, SETTINGS.worker_count)
         before_fork(plugin.channel)
         controller = self.controller
         pipe_r, pipe_w = os.pipe() if controller is not None else (-1, -1)
@@ -176,6 +181,7 @@ class Zygote:
                 plugin.channel.close()
                 plugin.controller = None
                 become_worker(plugin, slot, forked=True)
+                self.dbclone.in_worker(slot)
                 relay = None
                 if controller is not None:
                     os.close(pipe_r)
