@@ -2,3 +2,4 @@
 
 pub mod report;
 pub mod run;
+pub mod watch;
