@@ -196,13 +196,15 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    /// Adds `file`: whole when the user's selection has it whole, else its known tests.
+    /// Adds `file`: whole when the user's selection has it whole and none of its tests is
+    /// taken yet (pytest would merge the two into collection order), else its known tests.
     /// Returns whether anything was added.
     fn file(&mut self, file: &str) -> bool {
         if self.files_taken.contains(file) {
             return false;
         }
-        if whole_in_scope(file, self.scope) {
+        let partly_taken = self.ids_taken.iter().any(|id| id.file() == file);
+        if whole_in_scope(file, self.scope) && !partly_taken {
             self.files_taken.insert(file.to_owned());
             self.whole.push(file.to_owned());
             self.args.push(file.to_owned());
@@ -292,18 +294,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
     if input.all {
         for file in &order {
-            let untouched = !b.files_taken.contains(file)
-                && !state
-                    .known
-                    .iter()
-                    .any(|id| id.file() == file && b.ids_taken.contains(id));
-            if untouched && whole_in_scope(file, input.scope) {
-                counts.rest += usize::from(b.file(file));
-            } else {
-                for id in state.known.iter().filter(|id| id.file() == file) {
-                    counts.rest += usize::from(b.test(id));
-                }
-            }
+            counts.rest += usize::from(b.file(file));
         }
     }
     Plan::Select {

@@ -120,6 +120,26 @@ fn a_failure_in_a_changed_file_is_not_given_twice() {
 }
 
 #[test]
+fn a_dependent_file_with_a_failure_goes_by_ids_after_the_failure() {
+    // `tests/test_a.py` whole after `tests/test_a.py::test_a2` would be merged by pytest
+    // into collection order: test_a1 would run first.
+    let plan = run_plan(Case {
+        changed: &["app/core.py"],
+        failing: &["tests/test_a.py::test_a2"],
+        dependents: &["tests/test_a.py"],
+        ..Case::default()
+    });
+    assert_eq!(
+        args(&plan),
+        ["tests/test_a.py::test_a2", "tests/test_a.py::test_a1"]
+    );
+    let Plan::Select { whole_files, .. } = plan else {
+        panic!("a selection")
+    };
+    assert!(whole_files.is_empty());
+}
+
+#[test]
 fn nothing_affected_is_the_whole_selection() {
     // A module nothing imports, no failures.
     assert_eq!(
