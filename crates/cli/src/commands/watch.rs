@@ -497,10 +497,9 @@ impl Watch {
     async fn go(mut self, notes: Vec<String>, output: ReporterOptions) -> Result<i32, CliError> {
         // Installed before the first run, so no signal falls between two runs' handlers.
         let mut signals = Signals::install()?;
-        let (_, summary) = execute_in(self.base.clone(), notes, output).await?;
-        self.after_first(&summary);
-        self.state.absorb(&summary, &Plan::Whole);
-        let mut last = summary;
+        let first = execute_in(self.base.clone(), notes, output).await;
+        let mut last = self.absorb(first, &Plan::Whole)?;
+        self.after_first(&last);
         loop {
             if last.interrupted.is_some() {
                 return Ok(signals.pending().await.unwrap_or(EXIT_SIGINT));
