@@ -66,14 +66,14 @@ impl ConsumedFlags {
 
 /// pytest's short options that take a value: the rest of their group, or the next argument,
 /// is that value.
-const PYTEST_SHORT_WITH_VALUE: &[char] = &['k', 'm', 'p', 'o', 'c', 'r', 'W'];
+pub(crate) const PYTEST_SHORT_WITH_VALUE: &[char] = &['k', 'm', 'p', 'o', 'c', 'r', 'W'];
 
 /// pytest's short flags without a value (scanning a group goes on past them).
 const PYTEST_SHORT_FLAGS: &[char] = &['v', 'q', 's', 'l', 'V'];
 
 /// Long options of pytest and common plugins that take a value: the next argument is never
 /// taken for one of shardex's flags.
-const PYTEST_LONG_WITH_VALUE: &[&str] = &[
+pub(crate) const PYTEST_LONG_WITH_VALUE: &[&str] = &[
     // pytest
     "--tb",
     "--show-capture",

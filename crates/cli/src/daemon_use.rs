@@ -94,7 +94,11 @@ fn start(
         .open(place.log())
         .map_err(|err| format!("cannot start the daemon: {}: {err}", place.log().display()))?;
     let exe = std::env::current_exe().map_err(|err| format!("cannot start the daemon: {err}"))?;
-    let args: Vec<&String> = run_argv.iter().filter(|a| *a != "--daemon").collect();
+    // The run's own options; those that only make sense for a run are left out.
+    let args: Vec<&String> = run_argv
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "--daemon" | "--watch" | "--watch-all"))
+        .collect();
     let child = std::process::Command::new(exe)
         .arg("serve")
         .args(args)

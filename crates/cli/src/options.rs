@@ -39,6 +39,8 @@ pub enum Opt {
     NoDaemon,
     KillGrace,
     StopGrace,
+    Watch,
+    WatchAll,
     /// A pytest or xdist option shardex cannot honour: refused with `OptDef::refused`.
     Refused,
 }
@@ -478,6 +480,25 @@ pub static OPTIONS: &[OptDef] = &[
         default: Some("10"),
         help: "After -x/--maxfail stops the run: seconds running tests may take to finish \
                before their workers are stopped (they are then reported as not run)",
+        heading: Some(SHARDEX),
+        ..BASE
+    },
+    // Command line only: a `[tool.shardex]` key or a variable would turn every run, CI's
+    // too, into a loop that never ends.
+    OptDef {
+        opt: Opt::Watch,
+        long: Some("watch"),
+        help: "After the run, wait for changes to the project's .py and ini files and run \
+               again: first the tests in changed test files, then the last failures, then \
+               the tests that import a changed module (else everything); Ctrl-C ends it \
+               (exit 130)",
+        heading: Some(SHARDEX),
+        ..BASE
+    },
+    OptDef {
+        opt: Opt::WatchAll,
+        long: Some("watch-all"),
+        help: "--watch, and each run goes on with the rest of the selection after those",
         heading: Some(SHARDEX),
         ..BASE
     },

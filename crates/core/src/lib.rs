@@ -18,6 +18,7 @@ pub mod run_events;
 pub mod schedule;
 pub mod test_id;
 pub mod timing;
+pub mod watch_plan;
 
 pub use errors::{JunitReadError, TimingError};
 pub use outcome::{Category, Outcome};

@@ -23,6 +23,7 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     if flags.help {
         return Ok(crate::app::print_run_help());
     }
+    let watch = super::watch::requested(&flags);
     let cwd = std::env::current_dir()
         .map_err(|err| UsageError::new(format!("cannot read the current directory: {err}")))?;
     let file = FileSettings::discover(&cwd)?;
@@ -54,11 +55,15 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
         want: daemon_use::want(&settings),
         argv,
     };
+    if let Some(mode) = watch {
+        return super::watch::run(mode, settings, config, output, daemon);
+    }
     execute(config, settings.notes, output, &daemon)
 }
 
 /// Whether the run goes through the project's daemon, and the run's arguments (for a
 /// daemon `--daemon` starts).
+#[derive(Clone, Debug)]
 pub struct DaemonChoice {
     pub want: daemon_use::Want,
     pub argv: Vec<String>,
@@ -177,7 +182,7 @@ pub(crate) fn run_config(
 
 /// The reporter's options: detected from the terminal and environment as pytest does, with
 /// `--color yes|no` overriding the colour decision.
-fn reporter_options(color: ColorChoice) -> ReporterOptions {
+pub(super) fn reporter_options(color: ColorChoice) -> ReporterOptions {
     let mut options = ReporterOptions::detect();
     match color {
         ColorChoice::Auto => {}
@@ -194,65 +199,80 @@ fn execute(
     output: ReporterOptions,
     daemon: &DaemonChoice,
 ) -> Result<i32, CliError> {
-    // Before the runtime: waiting for a daemon (another run, a rebuild) is plain blocking,
-    // and Ctrl-C while waiting ends this process as it would any command.
-    let remote = daemon_use::launcher(daemon.want, &config, &daemon.argv);
-    // One thread runs the agent (its state has one owner anyway); the reporter gets a
-    // blocking thread. Fewer threads than cores leaves the cores to the pytest workers.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("shardex")
-        .build()
-        .map_err(CliError::Runtime)?;
-    let shared = config.shared_queue.clone();
-    let started_ms = unix_millis();
-    runtime.block_on(async move {
-        let (tx, mut rx) = unbounded_channel();
-        for note in notes {
-            // The receiver is alive: it is dropped only after this function's end.
-            let _ = tx.send(RunEvent::Note(note));
-        }
-        let mut sink = ReportSink::new(output);
-        // The reporter runs on the agent's thread: events cost no thread hand-off. Its
-        // writes are buffered; a slow terminal slows the run as it would slow pytest.
-        let drain = async {
-            while let Some(event) = rx.recv().await {
-                sink.handle(&event);
-            }
-        };
-        // `execute` drops its sender when it returns, which ends the drain.
-        let agent = async {
-            match remote {
-                Some(launcher) => {
-                    shardex_agent::run::execute_through(config, tx, Box::new(launcher)).await
-                }
-                None => shardex_agent::execute(config, tx).await,
-            }
-        };
-        let (result, ()) = tokio::join!(agent, drain);
-        let summary = result?;
-        sink.finish(&summary);
-        if std::env::var_os("SHARDEX_STATS").is_some() {
-            let usage = shardex_agent::stats::self_usage();
-            let tests = summary.results.len().max(1) as f64;
-            eprintln!(
-                "shardex stats: agent cpu {:.3}s user + {:.3}s sys ({:.1} us/test), max rss {:.1} MB, {} tests",
-                usage.user.as_secs_f64(),
-                usage.system.as_secs_f64(),
-                (usage.user + usage.system).as_secs_f64() * 1e6 / tests,
-                usage.max_rss as f64 / 1e6,
-                summary.results.len()
-            );
-        }
-        let code = exit_code::from_summary(&summary);
-        // Only a node that took part in the job's queue reports to it (not --collect-only).
-        if let Some(shared) = shared.as_ref().filter(|_| summary.shared.is_some()) {
-            publish_node_report(shared, &summary, code, started_ms).await;
-        }
+    runtime()?.block_on(async move {
+        let (code, summary) = execute_in(config, notes, output, daemon).await?;
         // The process ends next: freeing every result one by one would only delay the exit.
         std::mem::forget(summary);
         Ok(code)
     })
+}
+
+/// The runtime runs execute on: one thread runs the agent (its state has one owner anyway);
+/// the reporter gets a blocking thread. Fewer threads than cores leaves the cores to the
+/// pytest workers.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("shardex")
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+/// One run, reported as it goes; its exit code and summary (`--watch` runs several).
+pub(super) async fn execute_in(
+    config: RunConfig,
+    notes: Vec<String>,
+    output: ReporterOptions,
+    daemon: &DaemonChoice,
+) -> Result<(i32, RunSummary), CliError> {
+    // Waiting for a daemon (another run, a rebuild) blocks this thread: nothing else runs
+    // on it before the run starts.
+    let remote = daemon_use::launcher(daemon.want, &config, &daemon.argv);
+    let shared = config.shared_queue.clone();
+    let started_ms = unix_millis();
+    let (tx, mut rx) = unbounded_channel();
+    for note in notes {
+        // The receiver is alive: it is dropped only after this function's end.
+        let _ = tx.send(RunEvent::Note(note));
+    }
+    let mut sink = ReportSink::new(output);
+    // The reporter runs on the agent's thread: events cost no thread hand-off. Its
+    // writes are buffered; a slow terminal slows the run as it would slow pytest.
+    let drain = async {
+        while let Some(event) = rx.recv().await {
+            sink.handle(&event);
+        }
+    };
+    // `execute` drops its sender when it returns, which ends the drain.
+    let agent = async {
+        match remote {
+            Some(launcher) => {
+                shardex_agent::run::execute_through(config, tx, Box::new(launcher)).await
+            }
+            None => shardex_agent::execute(config, tx).await,
+        }
+    };
+    let (result, ()) = tokio::join!(agent, drain);
+    let summary = result?;
+    sink.finish(&summary);
+    if std::env::var_os("SHARDEX_STATS").is_some() {
+        let usage = shardex_agent::stats::self_usage();
+        let tests = summary.results.len().max(1) as f64;
+        eprintln!(
+            "shardex stats: agent cpu {:.3}s user + {:.3}s sys ({:.1} us/test), max rss {:.1} MB, {} tests",
+            usage.user.as_secs_f64(),
+            usage.system.as_secs_f64(),
+            (usage.user + usage.system).as_secs_f64() * 1e6 / tests,
+            usage.max_rss as f64 / 1e6,
+            summary.results.len()
+        );
+    }
+    let code = exit_code::from_summary(&summary);
+    // Only a node that took part in the job's queue reports to it (not --collect-only).
+    if let Some(shared) = shared.as_ref().filter(|_| summary.shared.is_some()) {
+        publish_node_report(shared, &summary, code, started_ms).await;
+    }
+    Ok((code, summary))
 }
 
 /// Leaves this node's report on the shared queue for `shardex report`, with its tests'
