@@ -17,6 +17,7 @@ mod retry;
 mod robust;
 mod session_once;
 mod stop;
+mod timeline;
 
 use std::path::Path;
 

@@ -15,6 +15,7 @@ use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::reporter::{Reporter, ReporterOptions};
 use crate::settings::{ColorChoice, FileSettings, Settings, TimingStoreChoice};
+use crate::timeline::{Recorder, TimelineFormat};
 
 /// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
 pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
@@ -42,7 +43,11 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     let workers = settings.workers(sizing::auto_workers(), sizing::logical_workers());
     let output = reporter_options(settings.color);
     let config = run_config(&settings, &python, cwd, workers, &output);
-    execute(config, settings.notes, output)
+    let timeline = settings.timeline.clone().map(|path| {
+        let format = TimelineFormat::from_path(&path).unwrap_or(TimelineFormat::Html);
+        Recorder::new(path, format, settings.maxfail)
+    });
+    execute(config, settings.notes, output, timeline)
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -54,6 +59,10 @@ fn process_env(name: &str) -> Option<String> {
 fn validate(settings: &Settings) -> Result<(), CliError> {
     if let Some(path) = &settings.junitxml {
         check_writable("--junitxml", path)?;
+    }
+    if let Some(path) = &settings.timeline {
+        TimelineFormat::from_path(path)?;
+        check_writable("--timeline", path)?;
     }
     // Parsed here only to fail early with one clear line; the agent loads them again.
     let mut timings = TimingStore::new();
@@ -173,6 +182,7 @@ fn execute(
     config: RunConfig,
     notes: Vec<String>,
     output: ReporterOptions,
+    timeline: Option<Recorder>,
 ) -> Result<i32, CliError> {
     // One thread runs the agent (its state has one owner anyway); the reporter gets a
     // blocking thread. Fewer threads than cores leaves the cores to the pytest workers.
@@ -189,7 +199,7 @@ fn execute(
             // The receiver is alive: it is dropped only after this function's end.
             let _ = tx.send(RunEvent::Note(note));
         }
-        let mut sink = ReportSink::new(output);
+        let mut sink = ReportSink::new(output, timeline);
         // The reporter runs on the agent's thread: events cost no thread hand-off. Its
         // writes are buffered; a slow terminal slows the run as it would slow pytest.
         let drain = async {
@@ -265,19 +275,25 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The one place `run` talks to the terminal reporter.
-struct ReportSink(Reporter);
+/// The one place `run` talks to the terminal reporter (and the `--timeline` recorder).
+struct ReportSink(Reporter, Option<Recorder>);
 
 impl ReportSink {
-    fn new(options: ReporterOptions) -> Self {
-        Self(Reporter::new(options))
+    fn new(options: ReporterOptions, timeline: Option<Recorder>) -> Self {
+        Self(Reporter::new(options), timeline)
     }
 
     fn handle(&mut self, event: &RunEvent) {
+        if let Some(timeline) = &mut self.1 {
+            timeline.handle(event);
+        }
         self.0.handle(event);
     }
 
     fn finish(&mut self, summary: &RunSummary) {
+        if let Some(timeline) = self.1.take() {
+            timeline.finish(summary);
+        }
         self.0.finish(summary);
     }
 }
