@@ -111,7 +111,7 @@ impl Kind {
     pub fn marker(self) -> Option<&'static str> {
         match self {
             Kind::Crashed => Some("\u{2715}"),
-            Kind::TimedOut => Some("\u{23f1}"),
+            Kind::TimedOut => Some("\u{25d4}"),
             Kind::Passed
             | Kind::Failed
             | Kind::Error
@@ -347,7 +347,8 @@ impl Chart {
         let idle: f64 = self.lanes.iter().map(|l| l.idle).sum();
         if self.makespan > 0.0 {
             self.facts.push(format!(
-                "idle {} in all ({:.1}% of {workers} \u{d7} makespan); hatched: gaps of {} or more",
+                "outside tests {} in all ({:.1}% of {workers} \u{d7} makespan: waiting for work, \
+                 and each test's hand-off); hatched: idle gaps of {} or more",
                 secs(idle),
                 100.0 * idle / (self.makespan * workers as f64),
                 secs((self.makespan / 200.0).max(0.02)),

@@ -16,7 +16,7 @@ const AXIS_H: f64 = 26.0;
 pub(super) fn render(chart: &Chart) -> String {
     let mut out = String::with_capacity(110 * chart.bars.len() + 16_384);
     let lines = header_lines(chart);
-    let top = 10.0 + LINE_H * (lines.len() as f64 + 1.0) + AXIS_H;
+    let top = 10.0 + LINE_H * (lines.len() as f64 + 2.0) + AXIS_H;
     let height = top + LANE_H * chart.lanes.len() as f64 + 10.0;
     let width = LABEL_W + CHART_W + 40.0;
     let _ = write!(
@@ -49,7 +49,7 @@ pub(super) fn render(chart: &Chart) -> String {
             escape(line)
         );
     }
-    legend(&mut out, 10.0 + LINE_H * (lines.len() as f64 + 0.6));
+    legend(&mut out, 10.0 + LINE_H * (lines.len() as f64 + 1.2));
     lanes(&mut out, chart, top);
     let scale = CHART_W / chart.end.max(1e-3);
     let _ = write!(out, "<g transform=\"translate({LABEL_W},{top})\">");
@@ -102,7 +102,7 @@ fn legend(out: &mut String, y: f64) {
             x + 15.0,
             y
         );
-        x += 24.0 + 6.5 * label.chars().count() as f64;
+        x += 30.0 + 6.5 * label.chars().count() as f64;
     }
     let _ = write!(
         out,
@@ -114,12 +114,12 @@ fn legend(out: &mut String, y: f64) {
          <text x=\"{}\" y=\"{y}\">stopped before a result</text>",
         y - 9.0,
         x + 15.0,
-        x + 70.0,
+        x + 75.0,
         y - 9.0,
-        x + 85.0,
-        x + 120.0,
+        x + 90.0,
+        x + 130.0,
         y - 9.0,
-        x + 135.0
+        x + 145.0
     );
 }
 
