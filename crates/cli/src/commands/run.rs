@@ -15,7 +15,7 @@ use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::reporter::{Reporter, ReporterOptions};
 use crate::settings::{ColorChoice, FileSettings, Settings, TimingStoreChoice};
-use crate::timeline::{Recorder, TimelineFormat};
+use crate::timeline::Recorder;
 
 /// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
 pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
@@ -43,10 +43,7 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     let workers = settings.workers(sizing::auto_workers(), sizing::logical_workers());
     let output = reporter_options(settings.color);
     let config = run_config(&settings, &python, cwd, workers, &output);
-    let timeline = settings.timeline.clone().map(|path| {
-        let format = TimelineFormat::from_path(&path).unwrap_or(TimelineFormat::Html);
-        Recorder::new(path, format, settings.maxfail)
-    });
+    let timeline = (settings.timeline.clone()).map(|path| Recorder::new(path, settings.maxfail));
     execute(config, settings.notes, output, timeline)
 }
 
@@ -61,7 +58,6 @@ fn validate(settings: &Settings) -> Result<(), CliError> {
         check_writable("--junitxml", path)?;
     }
     if let Some(path) = &settings.timeline {
-        TimelineFormat::from_path(path)?;
         check_writable("--timeline", path)?;
     }
     // Parsed here only to fail early with one clear line; the agent loads them again.

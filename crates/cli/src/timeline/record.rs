@@ -52,11 +52,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// `maxfail`: the run's `-x`/`--maxfail` (to place the stop); the clock starts now.
-    pub fn new(path: PathBuf, format: TimelineFormat, maxfail: Option<u32>) -> Self {
+    /// `path`'s extension picks the format (the settings refused any other than .html and
+    /// .svg); `maxfail`: the run's `-x`/`--maxfail` (to place the stop). The clock starts now.
+    pub fn new(path: PathBuf, maxfail: Option<u32>) -> Self {
         Self {
+            format: TimelineFormat::from_path(&path).unwrap_or(TimelineFormat::Html),
             path,
-            format,
             origin: Instant::now(),
             running: Vec::new(),
             recorded: Recorded {

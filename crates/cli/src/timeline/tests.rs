@@ -11,7 +11,7 @@ use super::record::Recorder;
 use super::{html, svg, TimelineFormat};
 
 fn recorder(maxfail: Option<u32>) -> Recorder {
-    Recorder::new("t.html".into(), TimelineFormat::Html, maxfail)
+    Recorder::new("t.html".into(), maxfail)
 }
 
 fn started(r: &mut Recorder, at: f64, id: &str, worker: usize) {
@@ -320,4 +320,23 @@ fn the_svg_has_one_rect_and_title_per_attempt() {
     ));
     assert!(picture.contains("node 2 of 3"));
     assert!(!picture.contains("<script"));
+}
+
+#[test]
+fn finish_writes_the_format_of_the_extension_making_its_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, start) in [("a/b/t.svg", "<svg "), ("c/t.HTML", "<!DOCTYPE html>")] {
+        let path = dir.path().join(name);
+        let mut r = Recorder::new(path.clone(), None);
+        started(&mut r, 0.1, "t.py::a", 0);
+        finished(&mut r, 0.2, "t.py::a", 0, Outcome::Passed, 0.1, 0, false);
+        r.finish(&RunSummary::default());
+        let text = std::fs::read_to_string(&path).expect("written");
+        assert!(text.starts_with(start), "{name}: {}", &text[..40]);
+    }
+    // A folder where the file should be: one warning line, no panic, the run goes on.
+    let blocked = dir.path().join("d.html");
+    std::fs::create_dir(&blocked).expect("mkdir");
+    Recorder::new(blocked.clone(), None).finish(&RunSummary::default());
+    assert!(blocked.is_dir());
 }
