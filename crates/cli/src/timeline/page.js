@@ -5,7 +5,9 @@
   const U = 1e4, LH = 20, BH = 14, TOP = 26;
   const svg = document.getElementById("tl"), labels = document.getElementById("labels");
   const scroll = document.getElementById("scroll"), tip = document.getElementById("tip");
-  const H = TOP + D.lanes.length * LH + 4;
+  const LANES_H = D.lanes.length * LH;
+  // A row under the lanes for the stop's words (the axis' labels are above).
+  const H = TOP + LANES_H + (D.stop ? 18 : 4);
   const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ESC[c]);
   const fmt = (s) => s <= 0 ? "0" : s >= 10 ? s.toFixed(1) + " s" : s >= 1 ? s.toFixed(2) + " s"
@@ -33,11 +35,11 @@
       + 'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fff3ee"/>'
       + '<line x1="0" y1="0" x2="0" y2="6" stroke="#eaa58f" stroke-width="2"/></pattern></defs>'];
     D.lanes.forEach((l, i) => out.push(`<rect class="lane${i % 2 ? " odd" : ""}" x="0" y="${TOP + i * LH}" width="${W}" height="${LH}"/>`));
-    out.push(`<rect class="startup" x="0" y="${TOP}" width="${x(D.first)}" height="${H - TOP}"/>`);
+    out.push(`<rect class="startup" x="0" y="${TOP}" width="${x(D.first)}" height="${LANES_H}"/>`);
     const s = step();
     for (let i = 0; i * s <= D.end / U; i++) {
       const px = (i * s * scale).toFixed(1);
-      out.push(`<line class="tick" x1="${px}" x2="${px}" y1="${TOP - 5}" y2="${H}"/><text x="${px}" y="${TOP - 9}">${fmt(i * s)}</text>`);
+      out.push(`<line class="tick" x1="${px}" x2="${px}" y1="${TOP - 5}" y2="${TOP + LANES_H}"/><text x="${px}" y="${TOP - 9}">${fmt(i * s)}</text>`);
     }
     D.gaps.forEach((g, i) => out.push(`<rect class="gap" data-g="${i}" x="${x(g[1])}" y="${TOP + g[0] * LH + 3}" width="${x(g[2] - g[1])}" height="${BH}"/>`));
     D.bars.forEach((b, i) => {
@@ -49,7 +51,8 @@
     D.open.forEach((o, i) => out.push(`<rect class="u" data-u="${i}" x="${x(o[1])}" y="${TOP + o[0] * LH + 3}" width="${Math.max(o[2] / U * scale, 0.6).toFixed(1)}" height="${BH}"/>`));
     if (D.stop) {
       const px = x(D.stop[0]);
-      out.push(`<line class="stop" x1="${px}" x2="${px}" y1="${TOP - 4}" y2="${H}"/><text class="stopl" x="${(+px + 3).toFixed(1)}" y="${TOP - 9}">stop: ${esc(D.stop[1])}</text>`);
+      const end = +px > W / 2 ? ' text-anchor="end"' : "";
+      out.push(`<line class="stop" x1="${px}" x2="${px}" y1="${TOP - 4}" y2="${H - 2}"/><text class="stopl"${end} x="${px}" y="${H - 5}">stop: ${esc(D.stop[1])}</text>`);
     }
     svg.setAttribute("width", W);
     svg.setAttribute("height", H);

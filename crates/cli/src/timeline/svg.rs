@@ -17,7 +17,9 @@ pub(super) fn render(chart: &Chart) -> String {
     let mut out = String::with_capacity(110 * chart.bars.len() + 16_384);
     let lines = header_lines(chart);
     let top = 10.0 + LINE_H * (lines.len() as f64 + 2.0) + AXIS_H;
-    let height = top + LANE_H * chart.lanes.len() as f64 + 10.0;
+    // A row under the lanes for the stop's words (the axis' labels are above).
+    let foot = if chart.stop.is_some() { 24.0 } else { 10.0 };
+    let height = top + LANE_H * chart.lanes.len() as f64 + foot;
     let width = LABEL_W + CHART_W + 40.0;
     let _ = write!(
         out,
@@ -199,11 +201,17 @@ fn background(out: &mut String, chart: &Chart, scale: f64) {
     }
     if let Some((at, why)) = &chart.stop {
         let x = at * scale;
+        let anchor = if x > CHART_W / 2.0 {
+            " text-anchor=\"end\""
+        } else {
+            ""
+        };
         let _ = write!(
             out,
-            "<line class=\"stop\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"-4\" y2=\"{height}\"/>\
-             <text class=\"stopl\" x=\"{:.1}\" y=\"-9\">stop: {}</text>",
-            x + 3.0,
+            "<line class=\"stop\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"-4\" y2=\"{}\"/>\
+             <text class=\"stopl\"{anchor} x=\"{x:.1}\" y=\"{}\">stop: {}</text>",
+            height + 14.0,
+            height + 11.0,
             escape(why)
         );
     }
