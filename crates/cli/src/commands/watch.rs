@@ -26,6 +26,7 @@ use crate::exit_code;
 use crate::options::Opt;
 use crate::reporter::ReporterOptions;
 use crate::settings::Settings;
+use crate::timeline::Recorder;
 
 /// How often files are polled, and how long they must stay unchanged before a run starts.
 const POLL: Duration = Duration::from_millis(200);
@@ -465,6 +466,8 @@ struct Watch {
     status: Status,
     /// Every run goes through the project's daemon as `shardex run` would.
     daemon: DaemonChoice,
+    /// `--timeline` and `--maxfail`: each run writes the file anew (the last run's picture).
+    timeline: (Option<PathBuf>, Option<u32>),
 }
 
 /// Runs, then waits for changes and runs again until a signal; returns 130 after SIGINT,
@@ -493,6 +496,7 @@ pub fn run(
             shown: None,
         },
         daemon,
+        timeline: (settings.timeline.clone(), settings.maxfail),
     };
     runtime()?.block_on(watch.go(settings.notes, output))
 }
@@ -501,7 +505,14 @@ impl Watch {
     async fn go(mut self, notes: Vec<String>, output: ReporterOptions) -> Result<i32, CliError> {
         // Installed before the first run, so no signal falls between two runs' handlers.
         let mut signals = Signals::install()?;
-        let first = execute_in(self.base.clone(), notes, output, &self.daemon).await;
+        let first = execute_in(
+            self.base.clone(),
+            notes,
+            output,
+            &self.daemon,
+            self.recorder(),
+        )
+        .await;
         let mut last = self.absorb(first, &Plan::Whole)?;
         self.after_first(&last);
         loop {
@@ -666,8 +677,14 @@ impl Watch {
             Vec::new(),
             reporter_options(self.color),
             &self.daemon,
+            self.recorder(),
         )
         .await
+    }
+
+    fn recorder(&self) -> Option<Recorder> {
+        let (path, maxfail) = &self.timeline;
+        path.clone().map(|path| Recorder::new(path, *maxfail))
     }
 }
 

@@ -207,7 +207,6 @@ fn error_table() {
         (&["--junitxml"], "argument --junitxml/--junit-xml: expected one argument"),
         (&["--pdb"], "--pdb is incompatible with distributing tests (as with pytest-xdist); run pytest directly to debug"),
         (&["--tx", "ssh=host"], "--tx remote and custom execution environments are not supported"),
-        (&["--timeline", "t.html"], "--timeline is not built yet; remove it"),
     ];
     for (argv, expected) in cases {
         assert_eq!(error(argv), *expected, "{argv:?}");

@@ -192,7 +192,7 @@ mod tests {
             [
                 "/src/pyproject.toml: unknown key 'kill_grace' in [tool.shardex], ignored; did you mean 'kill-grace'?",
                 "/src/pyproject.toml: unknown key 'timout' in [tool.shardex], ignored; did you mean 'timeout'?",
-                "/src/pyproject.toml: unknown key 'workers' in [tool.shardex], ignored; known keys: numprocesses, maxprocesses, dist, color, timings, timing-store, no-timing-store, queue, build-id, queue-lease, node-index, node-total, timeout, timeline, python, spawn, kill-grace, stop-grace",
+                "/src/pyproject.toml: unknown key 'workers' in [tool.shardex], ignored; known keys: numprocesses, maxprocesses, dist, color, timings, timing-store, no-timing-store, queue, build-id, queue-lease, node-index, node-total, timeout, timeline, python, spawn, daemon, no-daemon, kill-grace, stop-grace",
             ]
         );
     }

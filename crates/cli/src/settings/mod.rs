@@ -68,6 +68,8 @@ pub struct Settings {
     pub auto_override: Option<usize>,
     pub dist: DistMode,
     pub junitxml: Option<PathBuf>,
+    /// `--timeline PATH`: where the run's picture goes (.html or .svg).
+    pub timeline: Option<PathBuf>,
     /// `-x` is `Some(1)`, `--maxfail N` is `Some(N)` (0: never); `None`: not given.
     pub maxfail: Option<u32>,
     pub retry: RetryFlags,
@@ -147,6 +149,7 @@ impl Settings {
             junitxml: layers
                 .path(Opt::JunitXml)?
                 .map(|(path, _)| expand_tilde(path, env)),
+            timeline: timeline(&layers, env)?,
             maxfail: layers.count(Opt::MaxFail)?,
             retry: retry_flags(&layers)?,
             timings: layers.paths(Opt::Timings)?,
@@ -184,6 +187,27 @@ impl Settings {
         };
         n.max(1)
     }
+}
+
+/// `--timeline PATH`: its extension picks the picture (.html or .svg); another is refused
+/// before the run, naming where it came from.
+fn timeline(
+    layers: &Layers,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<PathBuf>, UsageError> {
+    let (Some((path, _)), Some(raw)) = (layers.path(Opt::Timeline)?, layers.raw(Opt::Timeline)?)
+    else {
+        return Ok(None);
+    };
+    let path = expand_tilde(path, env);
+    if crate::timeline::TimelineFormat::from_path(&path).is_err() {
+        return Err(UsageError::invalid_value(
+            &raw.place,
+            &raw.text,
+            "expected a file name ending in .html or .svg",
+        ));
+    }
+    Ok(Some(path))
 }
 
 /// Options that exist in the table but are not built yet: refused from env and file too

@@ -397,7 +397,8 @@ fn error_table() {
         (&[], &[("SHARDEX_TIMEOUT", "abc")], None, "SHARDEX_TIMEOUT: invalid value 'abc' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[("SHARDEX_NUMPROCESSES", "0x10")], None, "SHARDEX_NUMPROCESSES: invalid value '0x10' (expected auto, logical or a number of workers up to 1024)"),
         (&[], &[("SHARDEX_SPAWN", "maybe")], None, "SHARDEX_SPAWN: invalid value 'maybe' (expected true or false)"),
-        (&[], &[("SHARDEX_TIMELINE", "t.html")], None, "SHARDEX_TIMELINE: --timeline is not built yet; remove it"),
+        (&[], &[("SHARDEX_TIMELINE", "t.png")], None, "SHARDEX_TIMELINE: invalid value 't.png' (expected a file name ending in .html or .svg)"),
+        (&["--timeline", "run"], &[], None, "argument --timeline: invalid value 'run' (expected a file name ending in .html or .svg)"),
         (&[], &[("CIRCLE_NODE_INDEX", "x")], None, "CIRCLE_NODE_INDEX: invalid value 'x' (expected a job index from 0 to 0 with CIRCLE_NODE_TOTAL = 1)"),
         (&[], &[], Some("[tool.shardex]\ntimeout = \"soon\"\n"), "/src/pyproject.toml: [tool.shardex] timeout: invalid value 'soon' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[], Some("[tool.shardex]\ntimeout = 1e20\n"), "/src/pyproject.toml: [tool.shardex] timeout: invalid value '100000000000000000000' (expected at most 604800 seconds)"),
@@ -405,7 +406,7 @@ fn error_table() {
         (&[], &[], Some("[tool.shardex]\nkill-grace = nan\n"), "/src/pyproject.toml: [tool.shardex] kill-grace: invalid value 'NaN' (expected a number of seconds, e.g. 30 or 2.5)"),
         (&[], &[], Some("[tool.shardex]\ntimings = [1]\n"), "/src/pyproject.toml: [tool.shardex] timings: expected a path or an array of paths"),
         (&[], &[], Some("[tool.shardex]\ndist = \"each\"\n"), "/src/pyproject.toml: [tool.shardex] dist: invalid value 'each' (each runs every test on every worker; not supported)"),
-        (&[], &[], Some("[tool.shardex]\ntimeline = \"t.svg\"\n"), "/src/pyproject.toml: [tool.shardex] timeline: --timeline is not built yet; remove it"),
+        (&[], &[], Some("[tool.shardex]\ntimeline = \"t.pdf\"\n"), "/src/pyproject.toml: [tool.shardex] timeline: invalid value 't.pdf' (expected a file name ending in .html or .svg)"),
         (&[], &[], Some("[tool.shardex]\nspawn = [true]\n"), "/src/pyproject.toml: [tool.shardex] spawn: expected a string, number or boolean"),
     ];
     for (argv, env, file, expected) in cases {
@@ -465,6 +466,17 @@ fn redis_urls() {
     assert_eq!(redact_url("rediss://u:p@h:1/2"), "rediss://u:***@h:1/2");
     assert_eq!(redact_url("redis://token@h"), "redis://***@h");
     assert_eq!(redact_url("redis://h"), "redis://h");
+}
+
+#[test]
+fn timeline_from_every_layer() {
+    let s = ok(&["--timeline=~/t.html"], &[("HOME", "/home/u")], None);
+    assert_eq!(s.timeline, Some(PathBuf::from("/home/u/t.html")));
+    let s = ok(&[], &[("SHARDEX_TIMELINE", "out/t.SVG")], None);
+    assert_eq!(s.timeline, Some(PathBuf::from("out/t.SVG")));
+    let s = ok(&[], &[], Some("[tool.shardex]\ntimeline = \"r/t.htm\"\n"));
+    assert_eq!(s.timeline, Some(PathBuf::from("/src/r/t.htm")));
+    assert_eq!(ok(&[], &[], None).timeline, None);
 }
 
 #[test]
