@@ -15,7 +15,7 @@ use shardex_agent::daemon::base::{
 use shardex_agent::pool::process::signal_group;
 use shardex_agent::pool::{LaunchSpec, Launcher, ProcOwner, RawEvent};
 use shardex_agent::run::{execute_with, pool_spec};
-use shardex_agent::{plugin, RunConfig, RunSummary};
+use shardex_agent::{plugin, RunConfig, RunEvent, RunSummary};
 use shardex_core::Outcome;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -260,18 +260,54 @@ fn output(path: &Path) -> OwnedFd {
 }
 
 async fn run_cold(config: RunConfig) -> RunSummary {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let launcher = Box::<shardex_agent::pool::ProcessLauncher>::default();
-    execute_with(config, tx, launcher, None)
-        .await
-        .expect("cold run")
+    timed_cold(config).await.0
 }
 
 async fn run_warm(config: RunConfig, served: &Served, out: &Path) -> RunSummary {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let summary = execute_with(config, tx, served.launcher(out), None).await;
+    timed_warm(config, served, out).await.0
+}
+
+/// How long a run took from its launch to its collection and to its first result.
+#[derive(Clone, Copy, Debug, Default)]
+struct Firsts {
+    collected: Duration,
+    result: Duration,
+}
+
+async fn timed(
+    config: RunConfig,
+    launcher: Box<dyn Launcher>,
+) -> (Result<RunSummary, shardex_agent::AgentError>, Firsts) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let firsts = tokio::spawn(async move {
+        let mut firsts = Firsts::default();
+        while let Some(event) = rx.recv().await {
+            match event {
+                RunEvent::Collected { .. } => firsts.collected = started.elapsed(),
+                RunEvent::TestFinished(_) if firsts.result.is_zero() => {
+                    firsts.result = started.elapsed();
+                }
+                _ => {}
+            }
+        }
+        firsts
+    });
+    let summary = execute_with(config, tx, launcher, None).await;
+    (summary, firsts.await.unwrap())
+}
+
+async fn timed_cold(config: RunConfig) -> (RunSummary, Firsts) {
+    let launcher = Box::<shardex_agent::pool::ProcessLauncher>::default();
+    let (summary, first) = timed(config, launcher).await;
+    (summary.expect("cold run"), first)
+}
+
+async fn timed_warm(config: RunConfig, served: &Served, out: &Path) -> (RunSummary, Firsts) {
+    let (summary, first) = timed(config, served.launcher(out)).await;
     let stderr = std::fs::read_to_string(out.join("zygote.err")).unwrap_or_default();
-    summary.unwrap_or_else(|err| panic!("warm run: {err}\nzygote stderr:\n{stderr}"))
+    let summary = summary.unwrap_or_else(|err| panic!("warm run: {err}\nzygote stderr:\n{stderr}"));
+    (summary, first)
 }
 
 #[test]
@@ -545,4 +581,72 @@ fn a_retired_base_exits_when_its_last_zygote_has_ended() {
         );
         assert!(gone_within(base_pid, Duration::from_secs(20)).await);
     });
+}
+
+fn require_pg() {
+    assert!(
+        std::env::var_os("SHARDEX_PG_PORT").is_some(),
+        "SHARDEX_PG_PORT is not set: the Django test needs the private PostgreSQL. Run the \
+         tests via scripts/test.sh (or `eval \"$(bash scripts/pg.sh env)\"` first)."
+    );
+}
+
+/// fixtures/django (pytest-django, PostgreSQL): a run forked from a base warmed on it
+/// (Django set up there, the DB blocker restored, connections closed) passes as a cold run
+/// does. Prints the warm-up's time and each run's time to its first result.
+#[test]
+fn a_django_run_forked_from_a_warm_base_passes_like_a_cold_one() {
+    require_pg();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/django");
+    let dir = dir.canonicalize().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Test DBs of their own (test_<NAME>_gwN): other tests may use the fixture's at once.
+    let db = format!("shardex_base_{}", std::process::id());
+    let django = |workers| {
+        let mut config = config(&dir, workers);
+        config.env = vec![("SHARDEX_PG_DB".into(), db.clone())];
+        config
+    };
+    runtime().block_on(async {
+        let (cold, cold_first) = timed_cold(django(2)).await;
+        let started = Instant::now();
+        let (base, ready, _plugin) = start(&django(2)).await;
+        let warm_up = started.elapsed();
+        assert!(ready.errors.is_empty(), "{:?}", ready.errors);
+        assert!(ready
+            .watch
+            .iter()
+            .any(|p| p.ends_with("shardexsite/settings.py")));
+        let served = Served::new(base);
+        let (warm, warm_first) = timed_warm(django(2), &served, out.path()).await;
+        assert_eq!(outcomes(&warm), outcomes(&cold));
+        assert!(outcomes(&cold).len() >= 20);
+        assert!(
+            outcomes(&warm).values().all(|o| *o == Outcome::Passed),
+            "{:?}",
+            outcomes(&warm)
+        );
+        let (again, again_first) = timed_warm(django(2), &served, out.path()).await;
+        assert_eq!(outcomes(&again), outcomes(&cold));
+        eprintln!(
+            "django: base warm-up {:.2}s (in python {:.2}s, {} modules). From the launch to \
+             collected / first result / end: cold {}, forked {}, forked again {}",
+            warm_up.as_secs_f64(),
+            ready.seconds,
+            ready.modules,
+            shown(cold_first, &cold),
+            shown(warm_first, &warm),
+            shown(again_first, &again),
+        );
+        assert!(served.stop().await.is_empty());
+    });
+}
+
+fn shown(firsts: Firsts, summary: &RunSummary) -> String {
+    format!(
+        "{:.2}s / {:.2}s / {:.2}s",
+        firsts.collected.as_secs_f64(),
+        firsts.result.as_secs_f64(),
+        summary.wall.as_secs_f64()
+    )
 }
