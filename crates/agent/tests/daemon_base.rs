@@ -51,12 +51,17 @@ fn app_suite(test_body: &str) -> tempfile::TempDir {
             "import pytest\n\n@pytest.fixture\ndef answer():\n    return 42\n",
         ),
         ("app/__init__.py", ""),
-        ("app/core.py", "VALUE = 1\n"),
+        // What an app module does to the environment at import is there in each run,
+        // as in a cold one (the module is imported by the base only).
+        (
+            "app/core.py",
+            "import os\n\nos.environ.setdefault('APP_IMPORTED', 'yes')\nVALUE = 1\n",
+        ),
         ("tests/test_app.py", test_body),
     ])
 }
 
-const APP_TESTS: &str = "from app.core import VALUE\n\ndef test_value():\n    assert VALUE == 1\n\ndef test_answer(answer):\n    assert answer == 42\n";
+const APP_TESTS: &str = "import os\nfrom app.core import VALUE\n\ndef test_value():\n    assert VALUE == 1\n\ndef test_answer(answer):\n    assert answer == 42\n\ndef test_import_env():\n    assert os.environ['APP_IMPORTED'] == 'yes'\n";
 
 fn config(dir: &Path, workers: usize) -> RunConfig {
     let mut config = RunConfig::new(
@@ -350,14 +355,16 @@ fn ready_watches_imports_and_conftests_but_not_test_modules() {
     });
 }
 
-#[test]
-fn a_failed_warm_up_says_why() {
-    let dir = suite(&[("conftest.py", "raise RuntimeError('conftest is broken')\n")]);
-    let config = config(dir.path(), 1);
+/// The warm-up's failure: its message and the base's stderr.
+fn failed_start(dir: &Path, extra_args: &[&str]) -> (String, String) {
+    let mut config = config(dir, 1);
+    config
+        .pytest_args
+        .extend(extra_args.iter().map(|a| a.to_string()));
     runtime().block_on(async {
         let plugin_dir = tempfile::tempdir().unwrap();
         let Err(err) = Base::start(&base_spec(&config, plugin_dir.path())).await else {
-            panic!("a broken conftest cannot warm up");
+            panic!("this base cannot be ready");
         };
         let shardex_agent::daemon::base::BaseError::Failed {
             message,
@@ -366,9 +373,39 @@ fn a_failed_warm_up_says_why() {
         else {
             panic!("{err:?}");
         };
-        assert!(message.contains("conftest"), "{message}");
-        assert!(stderr_tail.contains("conftest is broken"), "{stderr_tail}");
-    });
+        (message, stderr_tail)
+    })
+}
+
+#[test]
+fn a_failed_warm_up_says_why() {
+    let dir = suite(&[("conftest.py", "raise RuntimeError('conftest is broken')\n")]);
+    let (message, stderr_tail) = failed_start(dir.path(), &[]);
+    assert!(message.contains("conftest"), "{message}");
+    assert!(stderr_tail.contains("conftest is broken"), "{stderr_tail}");
+}
+
+/// A fork copies only the forking thread: a base with another thread alive refuses to serve.
+#[test]
+fn a_thread_alive_after_the_warm_up_refuses_the_base() {
+    let dir = suite(&[(
+        "conftest.py",
+        "import threading, time\n\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n",
+    )]);
+    let (message, _) = failed_start(dir.path(), &[]);
+    assert!(message.contains("threads are alive"), "{message}");
+    assert!(
+        message.contains("conftest.py:3"),
+        "where it was started: {message}"
+    );
+}
+
+/// Lines run at import would not be measured in a fork: pytest-cov is refused.
+#[test]
+fn coverage_is_not_served_from_a_base() {
+    let dir = app_suite(APP_TESTS);
+    let (message, _) = failed_start(dir.path(), &["--cov=app"]);
+    assert!(message.contains("coverage"), "{message}");
 }
 
 /// A run through the base gives what a cold run gives; an edit to a test module between
@@ -383,7 +420,7 @@ fn forked_zygotes_run_like_cold_ones_and_see_edited_tests() {
         let served = Served::new(base);
         let warm = run_warm(config(dir.path(), 2), &served, out.path()).await;
         assert_eq!(outcomes(&warm), outcomes(&cold));
-        assert_eq!(outcomes(&warm).len(), 2);
+        assert_eq!(outcomes(&warm).len(), 3);
         assert!(outcomes(&warm).values().all(|o| *o == Outcome::Passed));
         assert_eq!(warm.collected, cold.collected);
         assert!(warm.internal_error.is_none() && warm.interrupted.is_none());
