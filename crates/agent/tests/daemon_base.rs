@@ -209,16 +209,8 @@ impl Launcher for BaseLauncher {
         events: &UnboundedSender<RawEvent>,
     ) -> std::io::Result<u32> {
         assert_eq!(spec.args[0], "-c", "the pool's bootstrap prefix");
-        let mut launch = LaunchVars::default();
-        let mut env = Vec::new();
-        for (key, value) in full_env(&spec.env) {
-            match key.as_str() {
-                plugin::ENV_MODE => launch.mode = value,
-                plugin::ENV_SOCKET => launch.socket = value,
-                plugin::ENV_SECRET => launch.secret = value,
-                _ => env.push((key, value)),
-            }
-        }
+        let mut env = full_env(&spec.env);
+        let launch = LaunchVars::take_from_env(&mut env);
         let req = ForkRequest {
             args: spec.args[3..].to_vec(),
             cwd: spec.cwd.clone(),
