@@ -15,7 +15,7 @@ use shardex_agent::daemon::base::{
 use shardex_agent::pool::process::signal_group;
 use shardex_agent::pool::{LaunchSpec, Launcher, ProcOwner, RawEvent};
 use shardex_agent::run::{execute_with, pool_spec};
-use shardex_agent::{plugin, RunConfig, RunSummary};
+use shardex_agent::{plugin, RunConfig, RunEvent, RunSummary};
 use shardex_core::Outcome;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -51,12 +51,17 @@ fn app_suite(test_body: &str) -> tempfile::TempDir {
             "import pytest\n\n@pytest.fixture\ndef answer():\n    return 42\n",
         ),
         ("app/__init__.py", ""),
-        ("app/core.py", "VALUE = 1\n"),
+        // What an app module does to the environment at import is there in each run,
+        // as in a cold one (the module is imported by the base only).
+        (
+            "app/core.py",
+            "import os\n\nos.environ.setdefault('APP_IMPORTED', 'yes')\nVALUE = 1\n",
+        ),
         ("tests/test_app.py", test_body),
     ])
 }
 
-const APP_TESTS: &str = "from app.core import VALUE\n\ndef test_value():\n    assert VALUE == 1\n\ndef test_answer(answer):\n    assert answer == 42\n";
+const APP_TESTS: &str = "import os\nfrom app.core import VALUE\n\ndef test_value():\n    assert VALUE == 1\n\ndef test_answer(answer):\n    assert answer == 42\n\ndef test_import_env():\n    assert os.environ['APP_IMPORTED'] == 'yes'\n";
 
 fn config(dir: &Path, workers: usize) -> RunConfig {
     let mut config = RunConfig::new(
@@ -204,16 +209,8 @@ impl Launcher for BaseLauncher {
         events: &UnboundedSender<RawEvent>,
     ) -> std::io::Result<u32> {
         assert_eq!(spec.args[0], "-c", "the pool's bootstrap prefix");
-        let mut launch = LaunchVars::default();
-        let mut env = Vec::new();
-        for (key, value) in full_env(&spec.env) {
-            match key.as_str() {
-                plugin::ENV_MODE => launch.mode = value,
-                plugin::ENV_SOCKET => launch.socket = value,
-                plugin::ENV_SECRET => launch.secret = value,
-                _ => env.push((key, value)),
-            }
-        }
+        let mut env = full_env(&spec.env);
+        let launch = LaunchVars::take_from_env(&mut env);
         let req = ForkRequest {
             args: spec.args[3..].to_vec(),
             cwd: spec.cwd.clone(),
@@ -261,18 +258,54 @@ fn output(path: &Path) -> RawFd {
 }
 
 async fn run_cold(config: RunConfig) -> RunSummary {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let launcher = Box::<shardex_agent::pool::ProcessLauncher>::default();
-    execute_with(config, tx, launcher, None)
-        .await
-        .expect("cold run")
+    timed_cold(config).await.0
 }
 
 async fn run_warm(config: RunConfig, served: &Served, out: &Path) -> RunSummary {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let summary = execute_with(config, tx, served.launcher(out), None).await;
+    timed_warm(config, served, out).await.0
+}
+
+/// How long a run took from its launch to its collection and to its first result.
+#[derive(Clone, Copy, Debug, Default)]
+struct Firsts {
+    collected: Duration,
+    result: Duration,
+}
+
+async fn timed(
+    config: RunConfig,
+    launcher: Box<dyn Launcher>,
+) -> (Result<RunSummary, shardex_agent::AgentError>, Firsts) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let firsts = tokio::spawn(async move {
+        let mut firsts = Firsts::default();
+        while let Some(event) = rx.recv().await {
+            match event {
+                RunEvent::Collected { .. } => firsts.collected = started.elapsed(),
+                RunEvent::TestFinished(_) if firsts.result.is_zero() => {
+                    firsts.result = started.elapsed();
+                }
+                _ => {}
+            }
+        }
+        firsts
+    });
+    let summary = execute_with(config, tx, launcher, None).await;
+    (summary, firsts.await.unwrap())
+}
+
+async fn timed_cold(config: RunConfig) -> (RunSummary, Firsts) {
+    let launcher = Box::<shardex_agent::pool::ProcessLauncher>::default();
+    let (summary, first) = timed(config, launcher).await;
+    (summary.expect("cold run"), first)
+}
+
+async fn timed_warm(config: RunConfig, served: &Served, out: &Path) -> (RunSummary, Firsts) {
+    let (summary, first) = timed(config, served.launcher(out)).await;
     let stderr = std::fs::read_to_string(out.join("zygote.err")).unwrap_or_default();
-    summary.unwrap_or_else(|err| panic!("warm run: {err}\nzygote stderr:\n{stderr}"))
+    let summary = summary.unwrap_or_else(|err| panic!("warm run: {err}\nzygote stderr:\n{stderr}"));
+    (summary, first)
 }
 
 #[test]
@@ -315,14 +348,16 @@ fn ready_watches_imports_and_conftests_but_not_test_modules() {
     });
 }
 
-#[test]
-fn a_failed_warm_up_says_why() {
-    let dir = suite(&[("conftest.py", "raise RuntimeError('conftest is broken')\n")]);
-    let config = config(dir.path(), 1);
+/// The warm-up's failure: its message and the base's stderr.
+fn failed_start(dir: &Path, extra_args: &[&str]) -> (String, String) {
+    let mut config = config(dir, 1);
+    config
+        .pytest_args
+        .extend(extra_args.iter().map(|a| a.to_string()));
     runtime().block_on(async {
         let plugin_dir = tempfile::tempdir().unwrap();
         let Err(err) = Base::start(&base_spec(&config, plugin_dir.path())).await else {
-            panic!("a broken conftest cannot warm up");
+            panic!("this base cannot be ready");
         };
         let shardex_agent::daemon::base::BaseError::Failed {
             message,
@@ -331,9 +366,39 @@ fn a_failed_warm_up_says_why() {
         else {
             panic!("{err:?}");
         };
-        assert!(message.contains("conftest"), "{message}");
-        assert!(stderr_tail.contains("conftest is broken"), "{stderr_tail}");
-    });
+        (message, stderr_tail)
+    })
+}
+
+#[test]
+fn a_failed_warm_up_says_why() {
+    let dir = suite(&[("conftest.py", "raise RuntimeError('conftest is broken')\n")]);
+    let (message, stderr_tail) = failed_start(dir.path(), &[]);
+    assert!(message.contains("conftest"), "{message}");
+    assert!(stderr_tail.contains("conftest is broken"), "{stderr_tail}");
+}
+
+/// A fork copies only the forking thread: a base with another thread alive refuses to serve.
+#[test]
+fn a_thread_alive_after_the_warm_up_refuses_the_base() {
+    let dir = suite(&[(
+        "conftest.py",
+        "import threading, time\n\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n",
+    )]);
+    let (message, _) = failed_start(dir.path(), &[]);
+    assert!(message.contains("threads are alive"), "{message}");
+    assert!(
+        message.contains("conftest.py:3"),
+        "where it was started: {message}"
+    );
+}
+
+/// Lines run at import would not be measured in a fork: pytest-cov is refused.
+#[test]
+fn coverage_is_not_served_from_a_base() {
+    let dir = app_suite(APP_TESTS);
+    let (message, _) = failed_start(dir.path(), &["--cov=app"]);
+    assert!(message.contains("coverage"), "{message}");
 }
 
 /// A run through the base gives what a cold run gives; an edit to a test module between
@@ -348,7 +413,7 @@ fn forked_zygotes_run_like_cold_ones_and_see_edited_tests() {
         let served = Served::new(base);
         let warm = run_warm(config(dir.path(), 2), &served, out.path()).await;
         assert_eq!(outcomes(&warm), outcomes(&cold));
-        assert_eq!(outcomes(&warm).len(), 2);
+        assert_eq!(outcomes(&warm).len(), 3);
         assert!(outcomes(&warm).values().all(|o| *o == Outcome::Passed));
         assert_eq!(warm.collected, cold.collected);
         assert!(warm.internal_error.is_none() && warm.interrupted.is_none());
@@ -368,7 +433,12 @@ fn forked_zygotes_run_like_cold_ones_and_see_edited_tests() {
         for (pid, code, signal) in exits {
             assert_eq!((code, signal), (Some(0), None), "zygote {pid}");
         }
-        assert!(served.stop().await.is_empty(), "the base did not die");
+        let others = served.stop().await;
+        // Learned imports (Watch) may come; a death may not.
+        assert!(
+            !others.iter().any(|e| matches!(e, BaseEvent::Died { .. })),
+            "the base died: {others:?}"
+        );
     });
 }
 
@@ -403,7 +473,7 @@ fn exits_come_with_their_code_and_a_zygote_can_be_killed() {
                 .fork(plain_fork(dir.path(), out.path(), &[file]))
                 .await
                 .unwrap();
-            let event = base.events().recv().await.unwrap();
+            let event = next_exit(&mut base).await;
             let printed = std::fs::read_to_string(out.path().join("plain.out")).unwrap();
             assert_eq!(
                 event,
@@ -439,9 +509,9 @@ fn exits_come_with_their_code_and_a_zygote_can_be_killed() {
             "a zygote holds no end of the base's socket"
         );
         base.kill(pid);
-        let event = tokio::time::timeout(Duration::from_secs(30), base.events().recv()).await;
+        let event = tokio::time::timeout(Duration::from_secs(30), next_exit(&mut base)).await;
         assert_eq!(
-            event.unwrap().unwrap(),
+            event.unwrap(),
             BaseEvent::Exited {
                 pid,
                 code: None,
@@ -449,6 +519,16 @@ fn exits_come_with_their_code_and_a_zygote_can_be_killed() {
             }
         );
     });
+}
+
+/// The base's next event other than learned imports (`Watch`, sent after a run's end).
+async fn next_exit(base: &mut Base) -> BaseEvent {
+    loop {
+        match base.events().recv().await.expect("the base's events ended") {
+            BaseEvent::Watch { .. } => continue,
+            event => return event,
+        }
+    }
 }
 
 /// How many sockets `pid` has open.
@@ -483,7 +563,7 @@ async fn gone_within(pid: u32, limit: Duration) -> bool {
 }
 
 #[test]
-fn dropping_the_handle_ends_the_base_and_its_zygotes() {
+fn dropping_the_handle_ends_the_base_but_not_a_running_zygote() {
     let dir = suite(&[(
         "test_slow.py",
         "import time\n\ndef test_slow():\n    time.sleep(600)\n",
@@ -504,10 +584,11 @@ fn dropping_the_handle_ends_the_base_and_its_zygotes() {
             gone_within(base_pid, Duration::from_secs(20)).await,
             "the base outlived its socket"
         );
-        assert!(
-            gone_within(zygote, Duration::from_secs(20)).await,
-            "its zygote outlived it"
-        );
+        // A zygote belongs to its run, which ends it (a daemon that dies must not take
+        // the runs it served with it).
+        assert!(alive(zygote), "the base's end killed a running zygote");
+        signal_group(zygote, Signal::SIGKILL);
+        assert!(gone_within(zygote, Duration::from_secs(20)).await);
         let late = link.fork(plain_fork(dir.path(), out.path(), &[])).await;
         assert!(late.is_err(), "{late:?}");
     });
@@ -546,4 +627,76 @@ fn a_retired_base_exits_when_its_last_zygote_has_ended() {
         );
         assert!(gone_within(base_pid, Duration::from_secs(20)).await);
     });
+}
+
+fn require_pg() {
+    assert!(
+        std::env::var_os("SHARDEX_PG_PORT").is_some(),
+        "SHARDEX_PG_PORT is not set: the Django test needs the private PostgreSQL. Run the \
+         tests via scripts/test.sh (or `eval \"$(bash scripts/pg.sh env)\"` first)."
+    );
+}
+
+/// fixtures/django (pytest-django, PostgreSQL): a run forked from a base warmed on it
+/// (Django set up there, the DB blocker restored, connections closed) passes as a cold run
+/// does. Prints the warm-up's time and each run's time to its first result.
+#[test]
+fn a_django_run_forked_from_a_warm_base_passes_like_a_cold_one() {
+    require_pg();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/django");
+    let dir = dir.canonicalize().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Test DBs of their own (test_<NAME>_gwN): other tests may use the fixture's at once.
+    let db = format!("shardex_base_{}", std::process::id());
+    let django = |workers| {
+        let mut config = config(&dir, workers);
+        config.env = vec![("SHARDEX_PG_DB".into(), db.clone())];
+        config
+    };
+    runtime().block_on(async {
+        let (cold, cold_first) = timed_cold(django(2)).await;
+        let started = Instant::now();
+        let (base, ready, _plugin) = start(&django(2)).await;
+        let warm_up = started.elapsed();
+        assert!(ready.errors.is_empty(), "{:?}", ready.errors);
+        assert!(ready
+            .watch
+            .iter()
+            .any(|p| p.ends_with("shardexsite/settings.py")));
+        let served = Served::new(base);
+        let (warm, warm_first) = timed_warm(django(2), &served, out.path()).await;
+        assert_eq!(outcomes(&warm), outcomes(&cold));
+        assert!(outcomes(&cold).len() >= 20);
+        assert!(
+            outcomes(&warm).values().all(|o| *o == Outcome::Passed),
+            "{:?}",
+            outcomes(&warm)
+        );
+        let (again, again_first) = timed_warm(django(2), &served, out.path()).await;
+        assert_eq!(outcomes(&again), outcomes(&cold));
+        eprintln!(
+            "django: base warm-up {:.2}s (in python {:.2}s, {} modules). From the launch to \
+             collected / first result / end: cold {}, forked {}, forked again {}",
+            warm_up.as_secs_f64(),
+            ready.seconds,
+            ready.modules,
+            shown(cold_first, &cold),
+            shown(warm_first, &warm),
+            shown(again_first, &again),
+        );
+        let others = served.stop().await;
+        assert!(
+            !others.iter().any(|e| matches!(e, BaseEvent::Died { .. })),
+            "the base died: {others:?}"
+        );
+    });
+}
+
+fn shown(firsts: Firsts, summary: &RunSummary) -> String {
+    format!(
+        "{:.2}s / {:.2}s / {:.2}s",
+        firsts.collected.as_secs_f64(),
+        firsts.result.as_secs_f64(),
+        summary.wall.as_secs_f64()
+    )
 }

@@ -94,6 +94,25 @@ pub struct LaunchVars {
     pub secret: String,
 }
 
+impl LaunchVars {
+    /// Takes the launch variables out of a zygote's whole environment (what a pool's
+    /// `LaunchSpec` gives a cold zygote): the rest is the fork's `env`.
+    pub fn take_from_env(env: &mut Vec<(String, String)>) -> LaunchVars {
+        let mut vars = LaunchVars::default();
+        env.retain(|(name, value)| {
+            let slot = match name.as_str() {
+                plugin::ENV_MODE => &mut vars.mode,
+                plugin::ENV_SOCKET => &mut vars.socket,
+                plugin::ENV_SECRET => &mut vars.secret,
+                _ => return true,
+            };
+            value.clone_into(slot);
+            false
+        });
+        vars
+    }
+}
+
 /// One zygote to fork: it runs `python -m pytest ARGS` as a cold zygote would, in `cwd`,
 /// with exactly `env` (launch variables taken out), writing to `stdout` and `stderr`.
 #[derive(Debug)]
@@ -582,4 +601,46 @@ fn watch_process(mut child: Child, shared: Arc<Shared>, events: UnboundedSender<
             });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_variables_are_taken_out_of_the_environment() {
+        let mut env = vec![
+            ("PATH".to_owned(), "/bin".to_owned()),
+            (plugin::ENV_MODE.to_owned(), "zygote".to_owned()),
+            (plugin::ENV_SOCKET.to_owned(), "/tmp/s".to_owned()),
+            (plugin::ENV_SECRET.to_owned(), "ab".to_owned()),
+        ];
+        let vars = LaunchVars::take_from_env(&mut env);
+        assert_eq!(
+            vars,
+            LaunchVars {
+                mode: "zygote".into(),
+                socket: "/tmp/s".into(),
+                secret: "ab".into()
+            }
+        );
+        assert_eq!(env, [("PATH".to_owned(), "/bin".to_owned())]);
+    }
+
+    #[test]
+    fn ready_and_failed_lines() {
+        let ready = serde_json::json!({"t": "ready", "pid": 7, "watch": ["/a", "/b"], "seconds": 1.5, "modules": 9, "errors": ["E"]});
+        assert_eq!(
+            parse_ready(&ready),
+            Ok(BaseReady {
+                pid: 7,
+                watch: vec!["/a".into(), "/b".into()],
+                seconds: 1.5,
+                modules: 9,
+                errors: vec!["E".into()],
+            })
+        );
+        let failed = serde_json::json!({"t": "failed", "message": "broken"});
+        assert_eq!(parse_ready(&failed), Err("broken".to_owned()));
+    }
 }

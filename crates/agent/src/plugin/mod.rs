@@ -85,6 +85,10 @@ pub const MODULE_NAME: &str = "shardex_plugin";
 pub const FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("shardex_plugin/__init__.py")),
     ("base.py", include_str!("shardex_plugin/base.py")),
+    (
+        "base_child.py",
+        include_str!("shardex_plugin/base_child.py"),
+    ),
     ("channel.py", include_str!("shardex_plugin/channel.py")),
     ("consumed.py", include_str!("shardex_plugin/consumed.py")),
     (

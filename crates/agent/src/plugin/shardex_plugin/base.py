@@ -1,7 +1,6 @@
 """The daemon's warm base process (PYTEST_DONT_REWRITE): pytest configured and collected
 once, then unconfigured, kept waiting for the daemon's ``fork`` requests. Each fork becomes
-a run's zygote and runs exactly what the cold bootstrap (plugin/mod.rs BOOTSTRAP) runs after
-its import: ``launched(mode, socket, secret)``, then pytest's ``__main__`` through runpy.
+a run's zygote (base_child.py).
 
 Started by ``python -c BASE_BOOTSTRAP PACKAGE_DIR PYTEST_ARGS...`` with a socket to the
 daemon (JSON lines, fds by SCM_RIGHTS); see "The base process" in the daemon's plan. The
@@ -13,13 +12,9 @@ written), and no test runs.
 
 from __future__ import annotations
 
-import atexit
 import gc
-import importlib
 import json
-import linecache
 import os
-import runpy
 import select
 import signal
 import site
@@ -28,7 +23,7 @@ import sys
 import time
 import traceback
 
-from . import forkcheck
+from . import base_child, forkcheck
 from .learn import Learner
 
 # Files in the rootdir that change how pytest is configured.
@@ -162,11 +157,7 @@ def _send(sock, msg: dict) -> None:
 
 def _finish(code: int = 0) -> None:
     """Leaves without unwinding or atexit (nothing of the warm-up is to be written)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    base_child.flush_quietly()
     os._exit(code)
 
 
@@ -225,6 +216,20 @@ def _without_shardex_plugin(args: list) -> list:
         out.append(args[i])
         i += 1
     return out
+
+
+def environ_for_run(env: dict, delta: dict) -> dict:
+    """The run's environment, plus what the warm-up's imports did to it where the run's
+    started as the base's did (a cold run's imports would have done the same)."""
+    for name in _LAUNCH_VARS:
+        env.pop(name, None)
+    for name, (before, after) in delta.items():
+        if env.get(name) == before:
+            if after is None:
+                env.pop(name, None)
+            else:
+                env[name] = after
+    return env
 
 
 def _environ_delta(before: dict) -> dict:
@@ -333,7 +338,12 @@ class _State:
             _send(self.sock, {"t": "fork_failed", "id": msg.get("id"), "message": str(error)})
             return
         if pid == 0:
-            self._child(msg, out_err)  # never returns
+            self.sock.close()
+            _close_all([self.wake_r, self.wake_w, *self.fds])
+            env = environ_for_run(dict(msg["env"]), self.environ_delta)
+            base_child.become_zygote(
+                msg, out_err, env=env, path=self.path_before, cwd_first=self.cwd_first, learner=self.learner
+            )
         try:
             os.setpgid(pid, pid)  # both sides set it: no window where a killpg misses
         except OSError:
@@ -341,71 +351,6 @@ class _State:
         _close_all(out_err)
         self.children.add(pid)
         _send(self.sock, {"t": "forked", "id": msg.get("id"), "pid": pid})
-
-    def _child(self, msg: dict, out_err: list) -> None:
-        code = 1
-        try:
-            self._become_zygote(msg, out_err)
-            code = _run_pytest(list(msg["args"]))
-            self.learner.record(os.getpid())
-        except KeyboardInterrupt:
-            # As CPython ends on an uncaught KeyboardInterrupt: killed by SIGINT.
-            _flush_quietly()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        except BaseException:  # as an uncaught exception ends python
-            traceback.print_exc()
-        finally:
-            _flush_quietly()
-            os._exit(code)
-
-    def _become_zygote(self, msg: dict, out_err: list) -> None:
-        """What a fresh `python -c BOOTSTRAP` process would be, but warm."""
-        os.setpgid(0, 0)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        self.sock.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        _close_all(self.fds)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        os.dup2(out_err[0], 1)
-        os.dup2(out_err[1], 2)
-        _close_all(out_err)
-        try:
-            sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
-        except Exception:
-            pass
-        cwd = str(msg["cwd"])
-        os.chdir(cwd)
-        self._set_environ(dict(msg["env"]))
-        sys.path[:] = self.path_before
-        if self.cwd_first and sys.path:
-            sys.path[0] = cwd
-        importlib.invalidate_caches()
-        linecache.clearcache()  # tracebacks show the files as they are now
-        launch = msg["launch"]
-        sys.modules["shardex_plugin"].launched(
-            mode=str(launch["mode"]), socket=str(launch["socket"]), secret=str(launch.get("secret", ""))
-        )
-
-    def _set_environ(self, env: dict) -> None:
-        """The run's environment, plus what the warm-up's imports did to it where the run's
-        started as the base's did (a cold run's imports would have done the same)."""
-        for name in _LAUNCH_VARS:
-            env.pop(name, None)
-        for name, (before, after) in self.environ_delta.items():
-            if env.get(name) == before:
-                if after is None:
-                    env.pop(name, None)
-                else:
-                    env[name] = after
-        os.environ.clear()
-        os.environ.update(env)
 
     def _reap(self) -> None:
         while True:
@@ -465,42 +410,6 @@ class _DaemonSocket:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
         except OSError:
-            pass
-
-
-def _run_pytest(args: list) -> int:
-    """pytest's __main__ as `python -m pytest ARGS` runs it; its exit code."""
-    sys.argv = ["pytest", *args]
-    code = 0
-    try:
-        runpy.run_module("pytest", run_name="__main__", alter_sys=True)
-    except SystemExit as exit:
-        code = _exit_code(exit.code)
-    _flush_quietly()
-    try:
-        import threading
-
-        threading._shutdown()  # as interpreter shutdown: non-daemon threads first
-    except Exception:
-        pass
-    atexit._run_exitfuncs()
-    return code
-
-
-def _exit_code(value) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value & 0xFF
-    print(value, file=sys.stderr)
-    return 1
-
-
-def _flush_quietly() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
             pass
 
 

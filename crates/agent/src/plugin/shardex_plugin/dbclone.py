@@ -24,8 +24,12 @@ import sys
 _PYTEST_DJANGO = "pytest_django.fixtures"
 # Fixtures that decide how the test DBs are made and named: overriding any of them keeps
 # pytest-django's per-worker setup (the zygote cannot run the user's fixture).
-_FIXTURES = ("django_db_setup", "django_db_keepdb", "django_db_createdb", "django_db_use_migrations") + tuple(
-    f"django_db_modify_db_settings{suffix}" for suffix in ("", "_parallel_suffix", "_xdist_suffix", "_tox_suffix")
+_FIXTURES = (
+    "django_db_setup",
+    "django_db_keepdb",
+    "django_db_createdb",
+    "django_db_use_migrations",
+    *(f"django_db_modify_db_settings{suffix}" for suffix in ("", "_parallel_suffix", "_xdist_suffix", "_tox_suffix")),
 )
 
 
@@ -72,7 +76,8 @@ class TemplateDb:
                 if str(off):
                     self.plugin.note(str(off))
             except Exception as error:
-                self.plugin.note(f"preparing the template test DB failed ({_short(error)}): each worker sets up its own")
+                why = _short(error)
+                self.plugin.note(f"preparing the template test DB failed ({why}): each worker sets up its own")
             finally:
                 _close_all()
         if self.templates and slot not in self.cloned:
@@ -82,7 +87,8 @@ class TemplateDb:
                         self._clone(template, slot)
                 self.cloned.add(slot)
             except (Exception, SystemExit) as error:
-                self.plugin.note(f"cloning the template test DB for {slot} failed ({_short(error)}): it sets up its own")
+                why = _short(error)
+                self.plugin.note(f"cloning the template test DB for {slot} failed ({why}): it sets up its own")
             finally:
                 _close_all()
 
@@ -170,18 +176,19 @@ class TemplateDb:
                     templates.append(template)
             return templates
         except (Exception, SystemExit) as error:  # Django's creation code exits on errors
-            raise _Off(f"creating the template test DB failed ({_short(error)}): each worker sets up its own")
+            why = _short(error)
+            raise _Off(f"creating the template test DB failed ({why}): each worker sets up its own") from error
         finally:
             _close_all()
             _restore_names(settings, connections, saved)
 
     def _clone(self, template: Template, slot: str) -> None:
         target = template.slot_name(slot)
-        if self.keepdb and not self.createdb:
-            # --reuse-db keeps a slot's DB as pytest-django does; one whose migrations
-            # differ from the template's (the template just migrated) is cloned again.
-            if template.fingerprint is not None and _fingerprint(template, target) == template.fingerprint:
-                return
+        # --reuse-db keeps a slot's DB as pytest-django does; one whose migrations differ
+        # from the template's (the template just migrated) is cloned again.
+        reusable = self.keepdb and not self.createdb and template.fingerprint is not None
+        if reusable and _fingerprint(template, target) == template.fingerprint:
+            return
         if template.vendor == "sqlite":
             if os.path.exists(target):
                 os.remove(target)
@@ -227,9 +234,8 @@ def _close_all() -> None:
 
 
 def _save_names(settings, connections) -> dict:
-    """Every alias's NAME and TEST settings: setup_databases points the zygote's
-    connections at the test DBs; the workers must inherit the settings as they were
-    (pytest-django derives the slot's name from them)."""
+    """Every alias's NAME and TEST settings, which setup_databases changes: the workers
+    inherit them as they were (pytest-django derives the slot's name from them)."""
     saved = {}
     for alias in connections:
         settings_dict = connections[alias].settings_dict
@@ -251,7 +257,9 @@ def _wrapper(template: Template, name: str):
     from django.db import connections
 
     backend = type(connections[template.alias])
-    return backend({**template.settings, "NAME": name}, template.alias)
+    # No connection pool (Django 5.1's OPTIONS["pool"]): its threads would cross the fork.
+    options = {key: value for key, value in template.settings.get("OPTIONS", {}).items() if key != "pool"}
+    return backend({**template.settings, "NAME": name, "OPTIONS": options}, template.alias)
 
 
 def _fingerprint(template: Template, name: str):
