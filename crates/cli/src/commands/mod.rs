@@ -1,4 +1,5 @@
 //! One file per subcommand.
 
+pub mod completions;
 pub mod report;
 pub mod run;
