@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs all of shardex's checks and tests:
 #   setup (venvs + PostgreSQL binaries) -> private PostgreSQL -> fmt -> clippy -> the plugin's ruff and
-#   pytester tests (scripts/test_python.sh) -> cargo test (unit + e2e).
+#   pytester tests (scripts/test_python.sh) -> cargo test (unit + e2e) -> the wheel
+#   (scripts/wheel.sh --smoke: pip install into a fresh venv, run a fixture suite).
 # Every step runs even if an earlier one failed; the exit status is 0 only if all passed.
 # Env: SHARDEX_KEEP_PG=1 keeps the PostgreSQL server running afterwards (it is also left running
 # if it was already running before this script started).
@@ -56,6 +57,11 @@ step "cargo test" run_tests
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$test_log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$test_log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 rm -f "$test_log"
+# `pip install shardex` as users get it: the wheel (maturin, pyproject.toml) installed into a
+# fresh venv that holds only pytest, then a fixture suite run with it, no Rust toolchain on
+# PATH. Built from the dev profile: maturin reuses most of what `cargo test` just compiled
+# (a release build would add minutes; the packaging is the same).
+step "wheel (pip install, shardex run without Rust)" bash scripts/wheel.sh --smoke --profile dev
 
 if ((${#failed_steps[@]})); then
     log "FAILED: ${failed_steps[*]}"

@@ -45,6 +45,7 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
     }
     match cli().try_get_matches_from(&args) {
         Ok(matches) => match matches.subcommand() {
+            Some(("completions", shell)) => commands::completions::run(shell),
             Some(("report", report)) => commands::report::run(report),
             // `run` was handled above; `shardex help run` and the like end in clap's errors.
             _ => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),

@@ -29,6 +29,7 @@ pub fn cli() -> Command {
         .subcommand_required(true)
         .after_help("Run `shardex help run` for the options of `shardex run`.")
         .subcommand(run_command())
+        .subcommand(crate::commands::completions::command())
         .subcommand(crate::commands::report::command())
         .subcommand(crate::commands::serve::command())
 }

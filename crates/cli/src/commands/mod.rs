@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod completions;
 pub mod report;
 pub mod run;
 pub mod serve;
