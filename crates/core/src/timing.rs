@@ -4,6 +4,9 @@
 //! Times from reports without a `file` attribute (pytest's default xunit2) cannot be turned
 //! back into nodeids, so they are kept under pytest's mangled `classname::name` and a lookup
 //! by nodeid falls back to that key.
+//!
+//! The store's file also keeps each test's recent outcomes (`runs` and `history`, see
+//! `history.rs`): fields a reader of version 1 that predates them ignores.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -15,6 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{JunitReadError, TimingError};
+use crate::history::{History, LastFailure, RunIdentity, TestHistory};
 use crate::junit::read::{mangled_key, read_case_times, CaseKey};
 use crate::test_id::TestId;
 
@@ -30,6 +34,8 @@ pub struct TimingStore {
     /// `classname::name` -> seconds, from reports without `file`. Invariant: an entry in
     /// `durations` is never older than the mangled entry of its nodeid, so exact wins.
     mangled: HashMap<String, f64>,
+    /// Recent outcomes, kept in the same file (only shardex's own store has them).
+    history: History,
 }
 
 impl TimingStore {
@@ -44,7 +50,8 @@ impl TimingStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(read_error(path, e)),
         };
-        let file = parse_store(&text).map_err(|reason| malformed(path, reason))?;
+        let mut file = parse_store(&text).map_err(|reason| malformed(path, reason))?;
+        let history = file.history();
         Ok(Self {
             durations: file
                 .tests
@@ -53,7 +60,16 @@ impl TimingStore {
                 .map(|(k, v)| (TestId::new(k), v))
                 .collect(),
             mangled: file.mangled.0.into_iter().collect(),
+            history,
         })
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
     }
 
     /// Writes shardex's own store atomically: a temporary file in the same directory
@@ -67,6 +83,12 @@ impl TimingStore {
             version: STORE_VERSION,
             tests: sorted_rounded(self.durations.iter().map(|(k, &v)| (k.as_str(), v))),
             mangled: sorted_rounded(self.mangled.iter().map(|(k, &v)| (k.as_str(), v))),
+            runs: self.history.runs(),
+            history: self
+                .history
+                .tests()
+                .map(|(id, t)| (id.as_str(), TestHistoryOut::new(t)))
+                .collect(),
         };
         let mut text = serde_json::to_string_pretty(&file)
             .map_err(|e| write_error(io::Error::new(io::ErrorKind::InvalidData, e)))?;
@@ -398,6 +420,44 @@ struct StoreOut<'a> {
     tests: BTreeMap<&'a str, f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     mangled: BTreeMap<&'a str, f64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    runs: &'a [RunIdentity],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    history: BTreeMap<&'a str, TestHistoryOut<'a>>,
+}
+
+/// A test's history in the file: durations as one line of numbers, so the pretty-printed
+/// file keeps one line per field.
+#[derive(Serialize)]
+struct TestHistoryOut<'a> {
+    outcomes: &'a str,
+    durations: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a LastFailure>,
+}
+
+impl<'a> TestHistoryOut<'a> {
+    fn new(t: &'a TestHistory) -> Self {
+        let durations: Vec<String> = t
+            .durations
+            .iter()
+            .map(|d| ((d * 1e4).round() / 1e4).to_string())
+            .collect();
+        Self {
+            outcomes: &t.outcomes,
+            durations: durations.join(" "),
+            failure: t.last_failure.as_ref(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TestHistoryIn {
+    outcomes: String,
+    #[serde(default)]
+    durations: String,
+    #[serde(default)]
+    failure: Option<LastFailure>,
 }
 
 /// Version 1 of the store; unknown fields are ignored so a newer writer can add some.
@@ -406,6 +466,46 @@ struct StoreIn {
     tests: Durations,
     #[serde(default)]
     mangled: Durations,
+    /// Read apart (see `history`): a history this build cannot read costs the history only.
+    #[serde(default)]
+    runs: Option<serde_json::Value>,
+    #[serde(default)]
+    history: Option<serde_json::Value>,
+}
+
+impl StoreIn {
+    /// The recent outcomes; empty when the file has none or they do not parse (they are
+    /// advisory: the durations stay usable).
+    fn history(&mut self) -> History {
+        let runs = self
+            .runs
+            .take()
+            .map(serde_json::from_value::<Vec<RunIdentity>>);
+        let tests = self
+            .history
+            .take()
+            .map(serde_json::from_value::<HashMap<String, TestHistoryIn>>);
+        let (Some(Ok(runs)), Some(Ok(tests))) = (runs, tests) else {
+            return History::default();
+        };
+        History::from_parts(
+            runs,
+            tests.into_iter().map(|(id, t)| {
+                let durations = t
+                    .durations
+                    .split_whitespace()
+                    .filter_map(|d| d.parse::<f64>().ok())
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .collect();
+                let history = TestHistory {
+                    outcomes: t.outcomes,
+                    durations,
+                    last_failure: t.failure,
+                };
+                (TestId::new(id), history)
+            }),
+        )
+    }
 }
 
 /// `{nodeid: secs}` in file order, each value checked with the key named in the error.
