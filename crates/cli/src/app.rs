@@ -42,6 +42,8 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
     match cli().try_get_matches_from(&args) {
         Ok(matches) => match matches.subcommand() {
             Some(("report", report)) => commands::report::run(report),
+            Some(("flaky", flaky)) => commands::flaky::run(flaky),
+            Some(("slowest", slowest)) => commands::slowest::run(slowest),
             // `run` was handled above; `shardex help run` and the like end in clap's errors.
             _ => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
         },

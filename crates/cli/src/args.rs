@@ -30,6 +30,8 @@ pub fn cli() -> Command {
         .after_help("Run `shardex help run` for the options of `shardex run`.")
         .subcommand(run_command())
         .subcommand(crate::commands::report::command())
+        .subcommand(crate::commands::flaky::command())
+        .subcommand(crate::commands::slowest::command())
 }
 
 /// `shardex run [PYTEST ARGS...]`: documentation of the options shardex consumes.
