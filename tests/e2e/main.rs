@@ -8,6 +8,7 @@ mod django;
 mod faults;
 mod hangs;
 mod hermetic;
+mod history;
 mod nodes;
 mod options;
 mod order;

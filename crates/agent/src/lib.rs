@@ -3,6 +3,7 @@
 pub mod config;
 pub mod daemon;
 pub mod errors;
+pub mod history;
 pub mod plugin;
 pub mod pool;
 pub mod python;

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shardex_agent::queue::redis::{
-    key_prefix, Ack, Entry, QueueUrl, Remote, RemoteError, RemoteOptions, SeedPlan, Taken,
+    history_keys, key_prefix, Ack, Entry, QueueUrl, Remote, RemoteError, RemoteOptions, SeedPlan,
+    Taken,
 };
 use shardex_core::TestId;
 
@@ -705,6 +706,66 @@ async fn timings_and_reports_round_trip() {
     );
     let mut other = node(&s, "never-seeded", 0, opts(10)).await;
     assert_eq!(other.job_state().await.unwrap(), None);
+}
+
+/// A project's history: nodes append runs at once, each test keeps its last
+/// `HISTORY_RUNS` runs, a run of more tests than one script call takes is whole.
+#[tokio::test]
+async fn history_is_appended_bounded_and_read_back() {
+    use shardex_core::history::{RunIdentity, RunOutcome, TestRun, HISTORY_RUNS};
+    let s = RedisServer::start();
+    let mut a = node(&s, "", 0, opts(10)).await;
+    let mut b = node(&s, "", 1, opts(10)).await;
+    let run = |n: u64| RunIdentity {
+        id: format!("{n}.r"),
+        code: "git:abc".into(),
+        at: n,
+    };
+    let many: Vec<TestRun> = (0..1500)
+        .map(|i| TestRun {
+            id: id(i),
+            outcome: RunOutcome::Passed,
+            secs: 0.5,
+            failure: None,
+        })
+        .collect();
+    a.write_history("proj/h", &run(1), &many).await.unwrap();
+    for n in 0..60u64 {
+        let failed = n % 2 == 1;
+        let t = TestRun {
+            id: id(0),
+            outcome: if failed {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Passed
+            },
+            secs: 1.0,
+            failure: failed.then(|| format!("boom {n}")),
+        };
+        let remote = if failed { &mut b } else { &mut a };
+        remote
+            .write_history("proj/h", &run(n + 2), &[t])
+            .await
+            .unwrap();
+    }
+    let evidence = b.read_history("proj/h").await.unwrap();
+    let flaky = evidence.flaky();
+    assert_eq!(flaky.len(), 1, "{flaky:?}");
+    assert_eq!(flaky[0].id, id(0));
+    assert_eq!(
+        (flaky[0].runs, flaky[0].failed),
+        (HISTORY_RUNS, HISTORY_RUNS / 2)
+    );
+    assert_eq!(flaky[0].last_failure.as_ref().unwrap().message, "boom 59");
+    assert_eq!(evidence.slowest().0.len(), 1500);
+    assert!(b.read_history("other").await.unwrap().is_empty());
+    let mut c = s.raw().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&history_keys("proj/h")[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 29 * 24 * 3600, "{ttl}");
 }
 
 #[test]

@@ -47,6 +47,8 @@ fn dispatch(args: Vec<OsString>) -> Result<i32, CliError> {
         Ok(matches) => match matches.subcommand() {
             Some(("completions", shell)) => commands::completions::run(shell),
             Some(("report", report)) => commands::report::run(report),
+            Some(("flaky", flaky)) => commands::flaky::run(flaky),
+            Some(("slowest", slowest)) => commands::slowest::run(slowest),
             // `run` was handled above; `shardex help run` and the like end in clap's errors.
             _ => commands::run::run(utf8_args(args.get(2..).unwrap_or_default())?),
         },

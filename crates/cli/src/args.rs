@@ -32,6 +32,8 @@ pub fn cli() -> Command {
         .subcommand(crate::commands::completions::command())
         .subcommand(crate::commands::report::command())
         .subcommand(crate::commands::serve::command())
+        .subcommand(crate::commands::flaky::command())
+        .subcommand(crate::commands::slowest::command())
 }
 
 /// `shardex run [PYTEST ARGS...]`: documentation of the options shardex consumes.

@@ -8,6 +8,7 @@ pub mod daemon_key;
 pub mod dispatch;
 pub mod errors;
 pub mod fileset;
+pub mod history;
 pub mod job_report;
 pub mod junit;
 pub mod outcome;

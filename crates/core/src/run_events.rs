@@ -113,6 +113,10 @@ pub struct RunSummary {
     /// This node's part in a job that shares one queue (`--queue redis://…`).
     #[serde(default)]
     pub shared: Option<SharedOutcome>,
+    /// Which run this was and what code it ran on, when its outcomes went into a history
+    /// (the timing store, the shared queue's): the same run id in both.
+    #[serde(default)]
+    pub identity: Option<crate::history::RunIdentity>,
 }
 
 /// What a node of a job with a shared queue adds to its summary.

@@ -4,6 +4,9 @@
 //! Times from reports without a `file` attribute (pytest's default xunit2) cannot be turned
 //! back into nodeids, so they are kept under pytest's mangled `classname::name` and a lookup
 //! by nodeid falls back to that key.
+//!
+//! The store's file also keeps each test's recent outcomes (`runs` and `history`, see
+//! `history.rs`): fields a reader of version 1 that predates them ignores.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -15,6 +18,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{JunitReadError, TimingError};
+use crate::history::{
+    decode_outcomes, encode_outcomes, History, LastFailure, RunIdentity, TestHistory,
+};
 use crate::junit::read::{mangled_key, read_case_times, CaseKey};
 use crate::test_id::TestId;
 
@@ -30,6 +36,8 @@ pub struct TimingStore {
     /// `classname::name` -> seconds, from reports without `file`. Invariant: an entry in
     /// `durations` is never older than the mangled entry of its nodeid, so exact wins.
     mangled: HashMap<String, f64>,
+    /// Recent outcomes, kept in the same file (only shardex's own store has them).
+    history: History,
 }
 
 impl TimingStore {
@@ -37,23 +45,55 @@ impl TimingStore {
         Self::default()
     }
 
-    /// Loads shardex's own store (`.shardex/timings.json`); a missing file is an empty store.
+    /// Loads shardex's own store (`.shardex/timings.json`) with its history; a missing file
+    /// is an empty store. A history this build cannot read is left out (it is advisory; the
+    /// durations stay usable).
     pub fn load_store(path: &Path) -> Result<Self, TimingError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(read_error(path, e)),
+        let Some(text) = read_store(path)? else {
+            return Ok(Self::default());
         };
-        let file = parse_store(&text).map_err(|reason| malformed(path, reason))?;
-        Ok(Self {
-            durations: file
-                .tests
+        match parse_store::<StoreWithHistory>(&text) {
+            Ok(file) => {
+                let mut store = Self::from_durations(file.tests, file.mangled);
+                store.history = file_history(file.runs, file.history);
+                Ok(store)
+            }
+            Err(_) => Self::parse_durations(path, &text),
+        }
+    }
+
+    /// Loads the store's durations only (the history is skipped, not built): for estimates,
+    /// before a run. Not for a store that is saved again: that would drop the history.
+    pub fn load_durations(path: &Path) -> Result<Self, TimingError> {
+        match read_store(path)? {
+            Some(text) => Self::parse_durations(path, &text),
+            None => Ok(Self::default()),
+        }
+    }
+
+    fn parse_durations(path: &Path, text: &str) -> Result<Self, TimingError> {
+        let file: StoreIn = parse_store(text).map_err(|reason| malformed(path, reason))?;
+        Ok(Self::from_durations(file.tests, file.mangled))
+    }
+
+    fn from_durations(tests: Durations, mangled: Durations) -> Self {
+        Self {
+            durations: tests
                 .0
                 .into_iter()
                 .map(|(k, v)| (TestId::new(k), v))
                 .collect(),
-            mangled: file.mangled.0.into_iter().collect(),
-        })
+            mangled: mangled.0.into_iter().collect(),
+            history: History::default(),
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
     }
 
     /// Writes shardex's own store atomically: a temporary file in the same directory
@@ -67,6 +107,12 @@ impl TimingStore {
             version: STORE_VERSION,
             tests: sorted_rounded(self.durations.iter().map(|(k, &v)| (k.as_str(), v))),
             mangled: sorted_rounded(self.mangled.iter().map(|(k, &v)| (k.as_str(), v))),
+            runs: self.history.runs(),
+            history: self
+                .history
+                .tests()
+                .map(|(id, t)| (id.as_str(), TestHistoryOut::new(t)))
+                .collect(),
         };
         let mut text = serde_json::to_string_pretty(&file)
             .map_err(|e| write_error(io::Error::new(io::ErrorKind::InvalidData, e)))?;
@@ -319,7 +365,7 @@ fn parse_source(text: &str) -> Result<Vec<(CaseKey, f64)>, String> {
         Some('{') => {
             let value: serde_json::Value = serde_json::from_str(body).map_err(json_reason)?;
             if value.get("version").is_some() {
-                let file = parse_store(body)?;
+                let file: StoreIn = parse_store(body)?;
                 let exact = file
                     .tests
                     .0
@@ -354,7 +400,7 @@ fn node_entries(durations: Durations) -> Vec<(CaseKey, f64)> {
         .collect()
 }
 
-fn parse_store(text: &str) -> Result<StoreIn, String> {
+fn parse_store<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     // The version first (skipping the rest without building it), so a newer layout is
     // reported as such rather than as whatever field it changed.
     #[derive(Deserialize)]
@@ -398,6 +444,45 @@ struct StoreOut<'a> {
     tests: BTreeMap<&'a str, f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     mangled: BTreeMap<&'a str, f64>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    runs: &'a [RunIdentity],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    history: BTreeMap<&'a str, TestHistoryOut<'a>>,
+}
+
+/// A test's history in the file, short (a 10,000-test suite's store is read at every run):
+/// outcomes run-length encoded (`48P F P`: see `history::encode_outcomes`), durations as one
+/// line of milliseconds.
+#[derive(Serialize)]
+struct TestHistoryOut<'a> {
+    outcomes: String,
+    ms: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a LastFailure>,
+}
+
+impl<'a> TestHistoryOut<'a> {
+    fn new(t: &'a TestHistory) -> Self {
+        let durations: Vec<String> = t
+            .durations
+            .iter()
+            .map(|d| ((d * 1e4).round() / 10.0).to_string())
+            .collect();
+        Self {
+            outcomes: encode_outcomes(&t.outcomes),
+            ms: durations.join(" "),
+            failure: t.last_failure.as_ref(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TestHistoryIn {
+    outcomes: String,
+    #[serde(default)]
+    ms: String,
+    #[serde(default)]
+    failure: Option<LastFailure>,
 }
 
 /// Version 1 of the store; unknown fields are ignored so a newer writer can add some.
@@ -406,6 +491,46 @@ struct StoreIn {
     tests: Durations,
     #[serde(default)]
     mangled: Durations,
+}
+
+/// The store with its history (`history.rs`), read typed: one pass over the file.
+#[derive(Deserialize)]
+struct StoreWithHistory {
+    tests: Durations,
+    #[serde(default)]
+    mangled: Durations,
+    #[serde(default)]
+    runs: Vec<RunIdentity>,
+    #[serde(default)]
+    history: HashMap<String, TestHistoryIn>,
+}
+
+fn file_history(runs: Vec<RunIdentity>, tests: HashMap<String, TestHistoryIn>) -> History {
+    History::from_parts(
+        runs,
+        tests.into_iter().map(|(id, t)| {
+            let durations =
+                t.ms.split_whitespace()
+                    .filter_map(|d| d.parse::<f64>().ok())
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .map(|ms| ms / 1e3)
+                    .collect();
+            let history = TestHistory {
+                outcomes: decode_outcomes(&t.outcomes),
+                durations,
+                last_failure: t.failure,
+            };
+            (TestId::new(id), history)
+        }),
+    )
+}
+
+fn read_store(path: &Path) -> Result<Option<String>, TimingError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_error(path, e)),
+    }
 }
 
 /// `{nodeid: secs}` in file order, each value checked with the key named in the error.

@@ -1,8 +1,10 @@
 //! The end of a run: the summary, the JUnit report and the timing store.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use shardex_core::history::RunIdentity;
 use shardex_core::junit::{JunitReport, SuiteInfo};
 use shardex_core::protocol::ToPython;
 use shardex_core::timing::TimingStore;
@@ -56,6 +58,7 @@ impl Run<'_> {
         if let Some(path) = self.config.junitxml.clone() {
             self.write_junit(&path, &summary)?;
         }
+        summary.identity = self.history_identity(&summary);
         self.save_timings(&summary);
         Ok(summary)
     }
@@ -116,9 +119,25 @@ impl Run<'_> {
                 store.record(result.id.clone(), secs);
             }
         }
+        if let Some(run) = &summary.identity {
+            let tests = shardex_core::history::test_runs(summary);
+            store.history_mut().record_run(run.clone(), &tests);
+        }
         if let Err(err) = store.save_store(&path) {
             tracing::warn!("cannot save timings to {}: {err}", path.display());
         }
+    }
+
+    /// The run's identity when its outcomes go into a history (the timing store's, the
+    /// shared queue's). An interrupted run's outcomes say little of its tests: none.
+    fn history_identity(&self, summary: &RunSummary) -> Option<RunIdentity> {
+        let kept = self.timing_store_path().is_some() || summary.shared.is_some();
+        if !kept || summary.interrupted.is_some() || !summary.results.iter().any(|r| r.is_final()) {
+            return None;
+        }
+        let rootdir = self.session.as_ref().map(|s| PathBuf::from(&s.rootdir))?;
+        let files: BTreeSet<&str> = summary.results.iter().map(|r| r.id.file()).collect();
+        Some(crate::history::run_identity(&rootdir, files))
     }
 
     /// Previous runs' timings (known once pytest told us its rootdir) under the `--timings`
@@ -127,7 +146,7 @@ impl Run<'_> {
         let Some(path) = self.timing_store_path() else {
             return;
         };
-        match TimingStore::load_store(&path) {
+        match TimingStore::load_durations(&path) {
             Ok(mut store) => {
                 store.merge(std::mem::take(&mut self.timings));
                 self.timings = store;

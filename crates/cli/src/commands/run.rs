@@ -311,8 +311,17 @@ async fn publish_node_report(
         .collect();
     let rootdir = summary.session.as_ref().map_or("", |s| s.rootdir.as_str());
     let project = shardex_agent::queue::shared::project_name(shared, rootdir);
-    let published =
-        shardex_agent::queue::shared::publish(shared, report.node, &json, &timings, &project).await;
+    let tests = shardex_core::history::test_runs(summary);
+    let history = summary.identity.as_ref().map(|run| (run, tests.as_slice()));
+    let published = shardex_agent::queue::shared::publish(
+        shared,
+        report.node,
+        &json,
+        &timings,
+        &project,
+        history,
+    )
+    .await;
     if let Err(err) = published {
         eprintln!(
             "shardex: warning: cannot leave this node's report on the shared queue at {} \

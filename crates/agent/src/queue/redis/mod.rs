@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use redis::{Script, Value};
+use shardex_core::history::{
+    evidence_from_remote, remote_entry, Evidence, RunIdentity, TestRun, HISTORY_RUNS,
+};
 use shardex_core::TestId;
 
 use conn::{Conn, Request};
@@ -28,6 +31,10 @@ const SEED_POLL: Duration = Duration::from_millis(50);
 const MIN_SEED_MARKER: Duration = Duration::from_secs(5);
 /// Acknowledgements per script call (the script unpacks the ids: Lua's stack has ~8,000 slots).
 const ACK_CHUNK: usize = 1000;
+/// Runs whose identity (code) a project's history keeps: every node of a job is a run.
+const HISTORY_RUN_IDS: usize = 5000;
+/// The project's timings and history live this long after their last write.
+const PROJECT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct RemoteOptions {
@@ -130,6 +137,7 @@ struct Scripts {
     take: Script,
     ack: Script,
     renew: Script,
+    history: Script,
 }
 
 impl Scripts {
@@ -139,6 +147,7 @@ impl Scripts {
             take: Script::new(include_str!("scripts/take.lua")),
             ack: Script::new(include_str!("scripts/ack.lua")),
             renew: Script::new(include_str!("scripts/renew.lua")),
+            history: Script::new(include_str!("scripts/history.lua")),
         }
     }
 }
@@ -168,6 +177,13 @@ pub fn key_prefix(build: &str) -> String {
 /// The timings hash of a project (its own hash tag: only plain commands touch it).
 pub fn timings_key(project: &str) -> String {
     format!("{{shardex:timings}}:{}", encode_name(project))
+}
+
+/// The history of a project: its tests' lines, its runs, its tests' last failures (one hash
+/// tag: the script that appends a run touches all three).
+pub fn history_keys(project: &str) -> [String; 3] {
+    let project = encode_name(project);
+    ["tests", "runs", "fail"].map(|part| format!("{{shardex:history}}:{part}:{project}"))
 }
 
 fn encode_name(s: &str) -> String {
@@ -478,10 +494,66 @@ impl Remote {
         p.ignore()
             .cmd("EXPIRE")
             .arg(&key)
-            .arg(30 * 24 * 3600)
+            .arg(PROJECT_TTL.as_secs())
             .ignore();
         let () = self.conn.call("write_timings", Request::Pipe(&p)).await?;
         Ok(())
+    }
+
+    /// Appends one run's outcomes to the project's history (each test's last
+    /// `HISTORY_RUNS` runs). One script call per `ACK_CHUNK` tests.
+    pub async fn write_history(
+        &mut self,
+        project: &str,
+        run: &RunIdentity,
+        tests: &[TestRun],
+    ) -> Result<(), RemoteError> {
+        let [tests_key, runs_key, fail_key] = history_keys(project);
+        for chunk in tests.chunks(ACK_CHUNK) {
+            let mut inv = self.scripts.history.key(&tests_key);
+            inv.key(&runs_key)
+                .key(&fail_key)
+                .arg(format!("{} {}", run.id, run.code))
+                .arg(run.at)
+                .arg(PROJECT_TTL.as_secs())
+                .arg(HISTORY_RUNS)
+                .arg(HISTORY_RUN_IDS);
+            for test in chunk {
+                inv.arg(test.id.as_str())
+                    .arg(remote_entry(run, test))
+                    .arg(test.failure.as_deref().unwrap_or(""));
+            }
+            let _: i64 = self
+                .conn
+                .call("write_history", Request::Script(&inv))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The project's history as `shardex flaky` and `shardex slowest` read it.
+    pub async fn read_history(&mut self, project: &str) -> Result<Evidence, RemoteError> {
+        let [tests_key, runs_key, fail_key] = history_keys(project);
+        let mut p = redis::pipe();
+        p.cmd("ZRANGE")
+            .arg(&runs_key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        p.cmd("HGETALL").arg(&tests_key);
+        p.cmd("HGETALL").arg(&fail_key);
+        type All = (
+            Vec<(String, f64)>,
+            Vec<(String, String)>,
+            Vec<(String, String)>,
+        );
+        let (runs, entries, failures): All =
+            self.conn.call("read_history", Request::Pipe(&p)).await?;
+        let runs: Vec<(String, u64)> = runs
+            .into_iter()
+            .map(|(member, at)| (member, at.max(0.0) as u64))
+            .collect();
+        Ok(evidence_from_remote(&runs, &entries, &failures))
     }
 
     /// This node's report (`NodeReport` JSON), for `shardex report`.

@@ -13,6 +13,7 @@ mod task;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use shardex_core::history::{Evidence, RunIdentity, TestRun};
 use shardex_core::queue_plan::Entry;
 use shardex_core::schedule::{split_for_nodes, DistMode, SchedTest};
 use shardex_core::{TestId, WorkerId};
@@ -485,14 +486,16 @@ pub fn project_name(config: &SharedQueueConfig, rootdir: &str) -> String {
     })
 }
 
-/// After the run: leaves this node's report (JSON) for `shardex report`, and its tests'
-/// times for the project's next runs. An error is the reason, for one line.
+/// After the run: leaves this node's report (JSON) for `shardex report`, its tests' times
+/// for the project's next runs, and its tests' outcomes for the project's history (`None`:
+/// none kept). An error is the reason, for one line.
 pub async fn publish(
     config: &SharedQueueConfig,
     node: u32,
     report_json: &str,
     timings: &[(TestId, f64)],
     project: &str,
+    history: Option<(&RunIdentity, &[TestRun])>,
 ) -> Result<(), String> {
     let mut remote = task::connect(
         &config.url,
@@ -512,7 +515,27 @@ pub async fn publish(
             .await
             .map_err(|e| e.to_string())?;
     }
+    if let Some((run, tests)) = history.filter(|(_, tests)| !tests.is_empty()) {
+        remote
+            .write_history(project, run, tests)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
+}
+
+/// The history of `project` kept on the shared queue's Redis (`shardex flaky`).
+pub async fn read_history(
+    url: &str,
+    ca_file: Option<std::path::PathBuf>,
+    project: &str,
+) -> Result<Evidence, String> {
+    // Reading takes no lease and belongs to no build: neither is used.
+    let mut remote = task::connect(url, "", 0, ca_file, Duration::from_secs(10)).await?;
+    remote
+        .read_history(project)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The job's state for `shardex report`; `None` while no node has seeded its queue.
