@@ -7,8 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use shardex_e2e::{empty_suite, repo_root, serial, shardex_cmd, Suite};
+use shardex_e2e::redis_server::RedisServer;
+use shardex_e2e::{
+    empty_suite, repo_root, serial, shardex_cmd, shardex_raw, wait_all, Running, Suite,
+};
 
 use crate::shardex_bin;
 
@@ -306,4 +310,166 @@ fn the_svg_timeline_parses_in_chromium_with_a_bar_per_attempt() {
         dom.contains("<title>test_tl.py::test_crash\ncrashed"),
         "hover text"
     );
+}
+
+const NODE_TESTS: &str = r#"
+import os
+import time
+
+import pytest
+
+
+@pytest.mark.parametrize("i", range(10))
+def test_sleep(i):
+    time.sleep(0.05)
+
+
+def test_flaky(attempt):
+    # Fails on its first attempt, on whichever node takes it.
+    assert attempt("flaky") > 0
+"#;
+
+/// The job's picture: two nodes of one shared queue each leave their chart with their
+/// report; `shardex report --timeline` draws both, one group of lanes per node, one bar per
+/// attempt of the whole job (the retry included), and Chromium loads it without a word.
+#[test]
+fn the_job_timeline_has_a_group_of_lanes_per_node() {
+    let _guard = serial();
+    let redis = RedisServer::start();
+    let build = format!(
+        "e2e-tl-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    );
+    let url = redis.url();
+    // One checkout per node, one counter folder for the job (the flaky test's attempts).
+    let shared = empty_suite("timeline-job");
+    let suites: Vec<Suite> = (0..2)
+        .map(|_| {
+            let suite = empty_suite("timeline-node");
+            std::fs::write(suite.path("pytest.ini"), "[pytest]\n").unwrap();
+            std::fs::write(suite.path("conftest.py"), CONFTEST).unwrap();
+            std::fs::write(suite.path("test_nodes.py"), NODE_TESTS).unwrap();
+            suite
+        })
+        .collect();
+    let runs: Vec<Running> = suites
+        .iter()
+        .enumerate()
+        .map(|(i, suite)| {
+            let index = i.to_string();
+            let args = [
+                "-n",
+                "2",
+                "--node-index",
+                &index,
+                "--node-total",
+                "2",
+                "--build-id",
+                &build,
+                "--queue",
+                &url,
+                "--reruns",
+                "1",
+                "-p",
+                "no:cacheprovider",
+            ];
+            shardex_cmd(shardex_bin(), &suite.dir, &args, None)
+                .env("TL_LOG", suite.scratch.join("attempts.log"))
+                .env("TL_DIR", &shared.scratch)
+                .start()
+        })
+        .collect();
+    let outs = wait_all(runs, Duration::from_secs(60));
+    let mut attempts = 0;
+    for out in &outs {
+        out.assert_code(0);
+        attempts += out
+            .summary()
+            .iter()
+            .filter(|(word, _)| !matches!(word.as_str(), "deselected" | "warnings"))
+            .map(|(_, n)| *n as usize)
+            .sum::<usize>();
+    }
+    assert_eq!(attempts, 12, "11 tests and one retry across the nodes");
+
+    let page = shared.scratch.join("job").join("timeline.html");
+    let page_arg = page.display().to_string();
+    let report = shardex_raw(
+        shardex_bin(),
+        &suites[0].dir,
+        &[
+            "report",
+            "--queue",
+            &url,
+            "--build-id",
+            &build,
+            "--wait",
+            "20",
+            "--timeline",
+            &page_arg,
+        ],
+    )
+    .run();
+    report.assert_code(0);
+    assert!(
+        report
+            .stdout
+            .contains(&format!("timeline: {page_arg} (2 of 2 reported nodes)")),
+        "{}",
+        report.describe()
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let (dom, console) = load(&page);
+    assert_eq!(console, Vec::<String>::new(), "console output");
+    assert!(dom.contains("data-drawn-ms="), "the script did not finish");
+    let chart = chart_of(&dom);
+    assert_eq!(
+        chart.matches("<rect class=\"b ").count(),
+        attempts,
+        "one bar per attempt of the job: {}",
+        data(&html)
+    );
+    assert!(chart.contains(" a\" data-i="), "the retry is outlined");
+    assert_eq!(
+        chart.matches("<rect class=\"grp\"").count(),
+        2,
+        "a heading row per node"
+    );
+    let labels = dom
+        .split("<svg id=\"labels\"")
+        .nth(1)
+        .and_then(|l| l.split("</svg>").next())
+        .expect("the labels' svg");
+    assert!(labels.contains(">node 1 of 2<") && labels.contains(">node 2 of 2<"));
+    assert_eq!(
+        labels.matches(" data-l=\"").count(),
+        4,
+        "two workers per node"
+    );
+    assert!(dom.contains("in 2 nodes") && dom.contains("the nodes started within"));
+
+    // A path shardex cannot draw is refused before waiting: exit 4, one line.
+    let refused = shardex_raw(
+        shardex_bin(),
+        &suites[0].dir,
+        &[
+            "report",
+            "--queue",
+            &url,
+            "--build-id",
+            &build,
+            "--timeline",
+            "job.png",
+        ],
+    )
+    .run();
+    refused.assert_code(4);
+    assert!(refused
+        .stderr
+        .contains("--timeline must end in .html or .svg"));
 }

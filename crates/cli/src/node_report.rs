@@ -60,6 +60,7 @@ pub fn node_report(
         ran_twice: ids(&shared.ran_twice),
         without_queue: ids(&shared.without_queue),
         stopped: shared.job_stopped.or_else(|| summary.stopped.clone()),
+        timeline: None,
     }
 }
 

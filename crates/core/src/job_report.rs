@@ -67,6 +67,10 @@ pub struct NodeReport {
     /// Why the job stopped early, if it did (maxfail, a stop request).
     #[serde(default)]
     pub stopped: Option<String>,
+    /// The node's timeline (the `.html` page's data, JSON, opaque here) for the job's
+    /// picture (`shardex report --timeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
 }
 
 /// A failure in the job, with the node that reported it.

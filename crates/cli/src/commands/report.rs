@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use clap::{Arg, ArgMatches, Command};
 use shardex_core::job_report::{aggregate, JobSummary, NodeReport};
 
+use std::path::{Path, PathBuf};
+
 use crate::errors::{CliError, UsageError};
 use crate::exit_code;
 use crate::settings::{detect_ci_build, RedisUrl};
+use crate::timeline::{write_job, NodeTimeline, TimelineFormat};
 
 /// How often the job's state is read while waiting for its nodes.
 const POLL: Duration = Duration::from_millis(500);
@@ -31,6 +34,15 @@ pub fn command() -> Command {
                 .value_name("ID")
                 .env("SHARDEX_BUILD_ID")
                 .help("The job's build id [default: from CircleCI, GitLab or Buildkite]"),
+        )
+        .arg(
+            Arg::new("timeline")
+                .long("timeline")
+                .value_name("PATH")
+                .help(
+                    "Write the job's timeline (.html or .svg): one group of lanes per node on \
+                     one time axis",
+                ),
         )
         .arg(
             Arg::new("wait")
@@ -76,6 +88,10 @@ pub fn run(matches: &ArgMatches) -> Result<i32, CliError> {
             )
         })?
         .unwrap_or(Duration::from_secs(600));
+    let timeline = matches
+        .get_one::<String>("timeline")
+        .map(|path| timeline_path(path))
+        .transpose()?;
     let ca_file = std::env::var_os("SHARDEX_REDIS_CA").map(std::path::PathBuf::from);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,7 +110,43 @@ pub fn run(matches: &ArgMatches) -> Result<i32, CliError> {
     for line in render(&summary, &shown, &build) {
         println!("{line}");
     }
+    if let Some(path) = timeline {
+        println!("{}", write_timeline(&path, &build, &reports));
+    }
     Ok(summary.exit_code())
+}
+
+/// `--timeline`'s path, checked before waiting: a format shardex writes, a folder it can
+/// write in (made if missing, as `shardex run --timeline` makes it).
+fn timeline_path(raw: &str) -> Result<PathBuf, UsageError> {
+    let path = PathBuf::from(raw);
+    TimelineFormat::from_path(&path)?;
+    if path.is_dir() {
+        return Err(UsageError::new(format!(
+            "argument --timeline: {raw} is a folder: give a file name ending in .html or .svg"
+        )));
+    }
+    Ok(path)
+}
+
+/// Writes the job's picture; the line that says what was written (or why not).
+fn write_timeline(path: &Path, build: &str, reports: &[NodeReport]) -> String {
+    let parts: Vec<NodeTimeline> = reports
+        .iter()
+        .map(|r| NodeTimeline {
+            node: r.node,
+            nodes: r.nodes,
+            data: r.timeline.as_deref(),
+        })
+        .collect();
+    match write_job(path, build, &parts) {
+        Ok(drawn) => format!(
+            "timeline: {} ({drawn} of {} reported nodes)",
+            path.display(),
+            reports.len()
+        ),
+        Err(why) => format!("timeline: not written: {why}"),
+    }
 }
 
 /// Reads the job's state until every node reported or `wait` is over. Returns the

@@ -247,6 +247,10 @@ pub(super) async fn execute_in(
         // The receiver is alive: it is dropped only after this function's end.
         let _ = tx.send(RunEvent::Note(note));
     }
+    // A node of a shared queue leaves its chart with its report, for the job's picture
+    // (`shardex report --timeline`), with or without a `--timeline` file of its own.
+    let timeline = timeline
+        .or_else(|| (config.shared_queue.is_some()).then(|| Recorder::unwritten(config.maxfail)));
     let mut sink = ReportSink::new(output, timeline);
     // The reporter runs on the agent's thread: events cost no thread hand-off. Its
     // writes are buffered; a slow terminal slows the run as it would slow pytest.
@@ -266,7 +270,7 @@ pub(super) async fn execute_in(
     };
     let (result, ()) = tokio::join!(agent, drain);
     let summary = result?;
-    sink.finish(&summary);
+    let chart = sink.finish(&summary);
     if std::env::var_os("SHARDEX_STATS").is_some() {
         let usage = shardex_agent::stats::self_usage();
         let tests = summary.results.len().max(1) as f64;
@@ -282,7 +286,7 @@ pub(super) async fn execute_in(
     let code = exit_code::from_summary(&summary);
     // Only a node that took part in the job's queue reports to it (not --collect-only).
     if let Some(shared) = shared.as_ref().filter(|_| summary.shared.is_some()) {
-        publish_node_report(shared, &summary, code, started_ms).await;
+        publish_node_report(shared, &summary, code, started_ms, chart).await;
     }
     Ok((code, summary))
 }
@@ -294,8 +298,10 @@ async fn publish_node_report(
     summary: &RunSummary,
     code: i32,
     started_ms: u64,
+    timeline: Option<String>,
 ) {
-    let report = crate::node_report::node_report(summary, code, started_ms, unix_millis());
+    let mut report = crate::node_report::node_report(summary, code, started_ms, unix_millis());
+    report.timeline = timeline;
     let json = match serde_json::to_string(&report) {
         Ok(json) => json,
         Err(err) => {
@@ -352,11 +358,11 @@ impl ReportSink {
         self.0.handle(event);
     }
 
-    fn finish(&mut self, summary: &RunSummary) {
-        if let Some(timeline) = self.1.take() {
-            timeline.finish(summary);
-        }
+    /// Ends the report; returns the timeline's chart as a node's report carries it.
+    fn finish(&mut self, summary: &RunSummary) -> Option<String> {
+        let chart = self.1.take().map(|timeline| timeline.finish(summary));
         self.0.finish(summary);
+        chart
     }
 }
 

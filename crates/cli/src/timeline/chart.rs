@@ -9,7 +9,7 @@ use shardex_core::Outcome;
 use super::record::{Attempt, Recorded};
 
 /// A bar's colour and legend entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Kind {
     Passed,
     Failed,
@@ -54,6 +54,11 @@ impl Kind {
             Outcome::TimedOut => Kind::TimedOut,
             Outcome::NotRun => Kind::NotRun,
         }
+    }
+
+    /// The kind at `index` of `ALL`.
+    pub fn from_index(index: usize) -> Option<Self> {
+        Self::ALL.get(index).copied()
     }
 
     /// Its index in `ALL` (the HTML's data refers to kinds by it).
@@ -161,8 +166,9 @@ pub(super) struct Chart {
     pub facts: Vec<String>,
     /// The slowest tests with their longest attempt, slowest first.
     pub slowest: Vec<(String, f64)>,
-    /// With a shared queue: which node's lanes these are.
-    pub group: Option<String>,
+    /// With a shared queue: each node's heading and its first lane (one group per node in
+    /// `shardex report --timeline`, this node's alone in a node's own file).
+    pub groups: Vec<(usize, String)>,
     pub lanes: Vec<Lane>,
     pub tests: Vec<String>,
     pub bars: Vec<Bar>,
@@ -356,7 +362,7 @@ impl Chart {
         }
         self.facts.extend(ending_lines(summary));
         if let Some(shared) = &summary.shared {
-            self.group = Some(format!("node {} of {}", shared.node + 1, shared.nodes));
+            self.groups = vec![(0, format!("node {} of {}", shared.node + 1, shared.nodes))];
             self.facts.push(format!(
                 "shared queue, build {}: node {} of {}, these are this node's workers only \
                  (each node writes its own timeline)",
@@ -368,7 +374,7 @@ impl Chart {
         self.slowest = self.slowest_tests();
     }
 
-    fn counts_line(&self) -> String {
+    pub(super) fn counts_line(&self) -> String {
         let counts: Vec<String> = Kind::ALL
             .iter()
             .filter_map(|&kind| {
@@ -383,7 +389,7 @@ impl Chart {
         }
     }
 
-    fn slowest_tests(&self) -> Vec<(String, f64)> {
+    pub(super) fn slowest_tests(&self) -> Vec<(String, f64)> {
         let mut longest: HashMap<usize, f64> = HashMap::new();
         for bar in &self.bars {
             let d = longest.entry(bar.test).or_insert(0.0);

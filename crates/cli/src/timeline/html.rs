@@ -18,7 +18,7 @@ h1{font-size:17px;margin:0 0 6px}ul.facts{margin:0 0 6px;padding-left:18px}\
 .zoom{margin:6px 0}.zoom button{min-width:2.4em}\
 #chart{display:flex;border:1px solid #ddd}#labels{flex:none;background:#fafafa;border-right:1px solid #ddd}\
 #scroll{overflow-x:auto;flex:1}svg text{font-size:11px;fill:#444}\
-.lane{fill:#fff}.lane.odd{fill:#f5f5f5}.tick{stroke:#e2e2e2}.startup{fill:#eef0fb}\
+.lane{fill:#fff}.lane.odd{fill:#f5f5f5}.grp{fill:#e4e7f2}.tick{stroke:#e2e2e2}.startup{fill:#eef0fb}\
 .gap{fill:url(#hatch)}.b:hover{stroke:#000}.a{stroke:#000;stroke-dasharray:2 1}\
 .m{font-weight:bold;fill:#000!important}.u{fill:#e8e8e8;stroke:#777;stroke-dasharray:3 2}.stop{stroke:#d00;stroke-width:2;stroke-dasharray:6 3}\
 .stopl{fill:#d00!important;font-weight:bold}\
@@ -26,7 +26,7 @@ h1{font-size:17px;margin:0 0 6px}ul.facts{margin:0 0 6px;padding-left:18px}\
 font-size:12px;max-width:60em;overflow-wrap:anywhere;z-index:2}";
 
 /// Times in the page's data: integers in units of 0.1 ms (small, and exact enough).
-fn units(secs: f64) -> i64 {
+pub(super) fn units(secs: f64) -> i64 {
     (secs * 1e4).round() as i64
 }
 
@@ -103,7 +103,7 @@ fn header(page: &mut String, chart: &Chart) {
 /// The page's data: lanes `[name, attempts, busy, idle]`, bars `[lane, start, length,
 /// kind, attempt, test]`, open `[lane, start, length, test]`, gaps `[lane, start, end]`,
 /// kinds `[code, label, marker]`.
-fn data(chart: &Chart) -> Value {
+pub(super) fn data(chart: &Chart) -> Value {
     let lanes: Vec<Value> = chart
         .lanes
         .iter()
@@ -147,7 +147,7 @@ fn data(chart: &Chart) -> Value {
     json!({
         "end": units(chart.end),
         "first": units(chart.first_start),
-        "group": chart.group,
+        "groups": chart.groups.iter().map(|(lane, name)| json!([lane, name])).collect::<Vec<_>>(),
         "lanes": lanes,
         "tests": chart.tests,
         "bars": bars,

@@ -6,6 +6,7 @@
 mod chart;
 mod format;
 mod html;
+mod job;
 mod record;
 mod svg;
 
@@ -13,4 +14,5 @@ mod svg;
 mod tests;
 
 pub use format::TimelineFormat;
+pub use job::{write_job, NodeTimeline};
 pub use record::Recorder;

@@ -5,7 +5,10 @@
   const U = 1e4, LH = 20, BH = 14, TOP = 26;
   const svg = document.getElementById("tl"), labels = document.getElementById("labels");
   const scroll = document.getElementById("scroll"), tip = document.getElementById("tip");
-  const LANES_H = D.lanes.length * LH;
+  // With a shared queue: a heading row above each node's lanes.
+  const GH = 18, G = D.groups || [];
+  const Y = D.lanes.map((_, i) => TOP + i * LH + G.filter((g) => g[0] <= i).length * GH);
+  const LANES_H = D.lanes.length * LH + G.length * GH;
   // A row under the lanes for the stop's words (the axis' labels are above).
   const H = TOP + LANES_H + (D.stop ? 18 : 4);
   const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
@@ -22,8 +25,8 @@
 
   function drawLabels() {
     const out = [];
-    if (D.group) out.push(`<text x="4" y="${TOP - 9}" font-weight="bold">${esc(D.group)}</text>`);
-    D.lanes.forEach((l, i) => out.push(`<text data-l="${i}" x="4" y="${TOP + i * LH + 14}">${esc(l[0])}</text>`));
+    G.forEach((g) => out.push(`<text x="4" y="${Y[g[0]] - 5}" font-weight="bold">${esc(g[1])}</text>`));
+    D.lanes.forEach((l, i) => out.push(`<text data-l="${i}" x="4" y="${Y[i] + 14}">${esc(l[0])}</text>`));
     labels.setAttribute("height", H);
     labels.innerHTML = out.join("");
   }
@@ -34,21 +37,22 @@
     const out = ['<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
       + 'patternTransform="rotate(45)"><rect width="6" height="6" fill="#fff3ee"/>'
       + '<line x1="0" y1="0" x2="0" y2="6" stroke="#eaa58f" stroke-width="2"/></pattern></defs>'];
-    D.lanes.forEach((l, i) => out.push(`<rect class="lane${i % 2 ? " odd" : ""}" x="0" y="${TOP + i * LH}" width="${W}" height="${LH}"/>`));
+    D.lanes.forEach((l, i) => out.push(`<rect class="lane${i % 2 ? " odd" : ""}" x="0" y="${Y[i]}" width="${W}" height="${LH}"/>`));
+    G.forEach((g) => out.push(`<rect class="grp" x="0" y="${Y[g[0]] - GH}" width="${W}" height="${GH}"/>`));
     out.push(`<rect class="startup" x="0" y="${TOP}" width="${x(D.first)}" height="${LANES_H}"/>`);
     const s = step();
     for (let i = 0; i * s <= D.end / U; i++) {
       const px = (i * s * scale).toFixed(1);
       out.push(`<line class="tick" x1="${px}" x2="${px}" y1="${TOP - 5}" y2="${TOP + LANES_H}"/><text x="${px}" y="${TOP - 9}">${fmt(i * s)}</text>`);
     }
-    D.gaps.forEach((g, i) => out.push(`<rect class="gap" data-g="${i}" x="${x(g[1])}" y="${TOP + g[0] * LH + 3}" width="${x(g[2] - g[1])}" height="${BH}"/>`));
+    D.gaps.forEach((g, i) => out.push(`<rect class="gap" data-g="${i}" x="${x(g[1])}" y="${Y[g[0]] + 3}" width="${x(g[2] - g[1])}" height="${BH}"/>`));
     D.bars.forEach((b, i) => {
       const [lane, start, len, k, a] = b;
       const w = Math.max(len / U * scale, 0.6).toFixed(1);
-      out.push(`<rect class="b k-${D.kinds[k][0]}${a ? " a" : ""}" data-i="${i}" x="${x(start)}" y="${TOP + lane * LH + 3}" width="${w}" height="${BH}"/>`);
-      if (D.kinds[k][2]) out.push(`<text class="m" x="${x(start + len)}" y="${TOP + lane * LH + 15}">${D.kinds[k][2]}</text>`);
+      out.push(`<rect class="b k-${D.kinds[k][0]}${a ? " a" : ""}" data-i="${i}" x="${x(start)}" y="${Y[lane] + 3}" width="${w}" height="${BH}"/>`);
+      if (D.kinds[k][2]) out.push(`<text class="m" x="${x(start + len)}" y="${Y[lane] + 15}">${D.kinds[k][2]}</text>`);
     });
-    D.open.forEach((o, i) => out.push(`<rect class="u" data-u="${i}" x="${x(o[1])}" y="${TOP + o[0] * LH + 3}" width="${Math.max(o[2] / U * scale, 0.6).toFixed(1)}" height="${BH}"/>`));
+    D.open.forEach((o, i) => out.push(`<rect class="u" data-u="${i}" x="${x(o[1])}" y="${Y[o[0]] + 3}" width="${Math.max(o[2] / U * scale, 0.6).toFixed(1)}" height="${BH}"/>`));
     if (D.stop) {
       const px = x(D.stop[0]);
       const end = +px > W / 2 ? ' text-anchor="end"' : "";

@@ -2,7 +2,7 @@
 //! and writes the picture when the run ends.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use shardex_agent::{RunEvent, RunSummary};
@@ -10,6 +10,23 @@ use shardex_core::{Outcome, TestId};
 
 use super::chart::Chart;
 use super::{html, svg, TimelineFormat};
+
+/// The picture in `format`.
+pub(super) fn render(chart: &Chart, format: TimelineFormat) -> String {
+    match format {
+        TimelineFormat::Html => html::render(chart),
+        TimelineFormat::Svg => svg::render(chart),
+    }
+}
+
+/// Writes `text` to `path`, making its folders.
+pub(super) fn write(path: &Path, text: &str) -> Result<(), String> {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(path, text))
+        .map_err(|err| format!("cannot write --timeline {}: {err}", path.display()))
+}
 
 /// One attempt as this process saw it: seconds since the recorder started.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,9 +60,13 @@ pub(super) struct Recorded {
 
 #[derive(Debug)]
 pub struct Recorder {
-    path: PathBuf,
+    /// Where `finish` writes the picture; `None`: only the chart is wanted (a node of a
+    /// shared queue leaves it with its report for `shardex report --timeline`).
+    path: Option<PathBuf>,
     format: TimelineFormat,
     origin: Instant,
+    /// `origin` as Unix milliseconds: nodes' charts are laid side by side by it.
+    origin_ms: u64,
     /// Per worker, tests started and not finished, oldest first.
     running: Vec<VecDeque<(TestId, f64)>>,
     recorded: Recorded,
@@ -55,10 +76,21 @@ impl Recorder {
     /// `path`'s extension picks the format (the settings refused any other than .html and
     /// .svg); `maxfail`: the run's `-x`/`--maxfail` (to place the stop). The clock starts now.
     pub fn new(path: PathBuf, maxfail: Option<u32>) -> Self {
+        let mut recorder = Self::unwritten(maxfail);
+        recorder.format = TimelineFormat::from_path(&path).unwrap_or(TimelineFormat::Html);
+        recorder.path = Some(path);
+        recorder
+    }
+
+    /// A recorder that writes no file: `finish` only returns the chart.
+    pub fn unwritten(maxfail: Option<u32>) -> Self {
         Self {
-            format: TimelineFormat::from_path(&path).unwrap_or(TimelineFormat::Html),
-            path,
+            format: TimelineFormat::Html,
+            path: None,
             origin: Instant::now(),
+            origin_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             running: Vec::new(),
             recorded: Recorded {
                 maxfail: maxfail.filter(|&n| n > 0),
@@ -117,31 +149,24 @@ impl Recorder {
         &mut self.running[worker]
     }
 
-    /// Writes the picture. A failure is one warning line: the run's result stands.
-    pub fn finish(self, summary: &RunSummary) {
+    /// Writes the picture, if it has a path (a failure is one warning line: the run's
+    /// result stands); returns the chart as a node's report carries it (`job::node_data`).
+    pub fn finish(self, summary: &RunSummary) -> String {
         let path = self.path.clone();
-        let text = self.render(summary);
-        let written = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&path, text));
-        if let Err(err) = written {
-            eprintln!(
-                "shardex: warning: cannot write --timeline {}: {err}",
-                path.display()
-            );
+        let format = self.format;
+        let origin_ms = self.origin_ms;
+        let chart = self.chart(summary);
+        if let Some(path) = path {
+            if let Err(why) = write(&path, &render(&chart, format)) {
+                eprintln!("shardex: warning: {why}");
+            }
         }
+        super::job::node_data(&chart, origin_ms)
     }
 
-    pub(super) fn render(self, summary: &RunSummary) -> String {
+    pub(super) fn chart(self, summary: &RunSummary) -> Chart {
         let end = self.origin.elapsed().as_secs_f64();
-        let format = self.format;
-        let chart = Chart::build(self.into_recorded(end), summary);
-        match format {
-            TimelineFormat::Html => html::render(&chart),
-            TimelineFormat::Svg => svg::render(&chart),
-        }
+        Chart::build(self.into_recorded(end), summary)
     }
 
     /// What was recorded, with the attempts still running at `end` as unfinished ones.

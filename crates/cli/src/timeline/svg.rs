@@ -10,6 +10,8 @@ use super::html::escape;
 const LABEL_W: f64 = 90.0;
 const CHART_W: f64 = 1400.0;
 const LANE_H: f64 = 20.0;
+/// A node's heading row above its lanes (with a shared queue).
+const GROUP_H: f64 = 18.0;
 const LINE_H: f64 = 17.0;
 const AXIS_H: f64 = 26.0;
 
@@ -19,7 +21,7 @@ pub(super) fn render(chart: &Chart) -> String {
     let top = 10.0 + LINE_H * (lines.len() as f64 + 2.0) + AXIS_H;
     // A row under the lanes for the stop's words (the axis' labels are above).
     let foot = if chart.stop.is_some() { 24.0 } else { 10.0 };
-    let height = top + LANE_H * chart.lanes.len() as f64 + foot;
+    let height = top + lanes_height(chart) + foot;
     let width = LABEL_W + CHART_W + 40.0;
     let _ = write!(
         out,
@@ -64,7 +66,7 @@ pub(super) fn render(chart: &Chart) -> String {
              <title>{}\nstarted, no result after {}: the stop ended its worker (not run)\
              </title></rect>",
             open.start * scale,
-            LANE_H * open.lane as f64 + 3.0,
+            lane_y(chart, open.lane) + 3.0,
             ((open.end - open.start) * scale).max(0.6),
             escape(&chart.tests[open.test]),
             secs(open.end - open.start)
@@ -127,11 +129,11 @@ fn legend(out: &mut String, y: f64) {
 
 /// Lane names on the left, each with its totals as hover text.
 fn lanes(out: &mut String, chart: &Chart, top: f64) {
-    if let Some(group) = &chart.group {
+    for (first, group) in &chart.groups {
         let _ = write!(
             out,
             "<text x=\"4\" y=\"{}\" class=\"m\">{}</text>",
-            top - 9.0,
+            top + lane_y(chart, *first) - 5.0,
             escape(group)
         );
     }
@@ -139,7 +141,7 @@ fn lanes(out: &mut String, chart: &Chart, top: f64) {
         let _ = write!(
             out,
             "<text x=\"4\" y=\"{}\">{}<title>{}: {} attempts, busy {}, idle {}</title></text>",
-            top + LANE_H * i as f64 + 14.0,
+            top + lane_y(chart, i) + 14.0,
             escape(&lane.label),
             escape(&lane.label),
             lane.attempts,
@@ -151,13 +153,13 @@ fn lanes(out: &mut String, chart: &Chart, top: f64) {
 
 /// Lane stripes, the start-up, the time axis, the idle gaps and the stop line.
 fn background(out: &mut String, chart: &Chart, scale: f64) {
-    let height = LANE_H * chart.lanes.len() as f64;
+    let height = lanes_height(chart);
     for i in 0..chart.lanes.len() {
         let class = if i % 2 == 1 { "lane odd" } else { "lane" };
         let _ = write!(
             out,
             "<rect class=\"{class}\" y=\"{}\" width=\"{CHART_W}\" height=\"{LANE_H}\"/>",
-            LANE_H * i as f64
+            lane_y(chart, i)
         );
     }
     let _ = write!(
@@ -193,7 +195,7 @@ fn background(out: &mut String, chart: &Chart, scale: f64) {
             "<rect class=\"gap\" x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"14\">\
              <title>{} idle {}</title></rect>",
             gap.start * scale,
-            LANE_H * gap.lane as f64 + 3.0,
+            lane_y(chart, gap.lane) + 3.0,
             (gap.end - gap.start) * scale,
             escape(&chart.lanes[gap.lane].label),
             secs(gap.end - gap.start)
@@ -229,7 +231,7 @@ fn bars(out: &mut String, chart: &Chart, scale: f64) {
             let _ = write!(
                 out,
                 "<g transform=\"translate(0,{})\">",
-                LANE_H * bar.lane as f64 + 3.0
+                lane_y(chart, bar.lane) + 3.0
             );
         }
         bar_rect(out, chart, bar, scale);
@@ -260,4 +262,18 @@ fn bar_rect(out: &mut String, chart: &Chart, bar: &Bar, scale: f64) {
             x + width
         );
     }
+}
+
+/// A lane's top below the axis: a heading row above each group's first lane.
+fn lane_y(chart: &Chart, lane: usize) -> f64 {
+    let headings = chart
+        .groups
+        .iter()
+        .filter(|(first, _)| *first <= lane)
+        .count();
+    LANE_H * lane as f64 + GROUP_H * headings as f64
+}
+
+fn lanes_height(chart: &Chart) -> f64 {
+    LANE_H * chart.lanes.len() as f64 + GROUP_H * chart.groups.len() as f64
 }

@@ -300,7 +300,7 @@ fn the_html_keeps_test_ids_inside_its_data() {
     let value: serde_json::Value = serde_json::from_str(data).expect("JSON");
     assert_eq!(value["bars"].as_array().map(Vec::len), Some(3));
     assert_eq!(value["tests"][0], "t.py::test[</script><!--0&\"]");
-    assert_eq!(value["group"], "node 2 of 3");
+    assert_eq!(value["groups"], serde_json::json!([[0, "node 2 of 3"]]));
     assert!(page.contains("these are this node's workers only"));
     assert_eq!(
         page.matches("<script").count(),
@@ -339,4 +339,76 @@ fn finish_writes_the_format_of_the_extension_making_its_folders() {
     std::fs::create_dir(&blocked).expect("mkdir");
     Recorder::new(blocked.clone(), None).finish(&RunSummary::default());
     assert!(blocked.is_dir());
+}
+
+/// The page's data of an `.html` timeline.
+fn page_data(page: &str) -> serde_json::Value {
+    let data = page
+        .split("<script id=\"data\" type=\"application/json\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .expect("the data script");
+    serde_json::from_str(data).expect("JSON")
+}
+
+#[test]
+fn the_job_chart_puts_each_node_under_its_heading_on_one_axis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = super::job::node_data(&sample(), 10_000);
+    let two = super::job::node_data(&sample(), 11_500);
+    let part = |node, data| super::job::NodeTimeline {
+        node,
+        nodes: 3,
+        data,
+    };
+    let path = dir.path().join("job.html");
+    let drawn = super::job::write_job(
+        &path,
+        "b1",
+        &[
+            part(2, Some(two.as_str())),
+            part(0, Some(one.as_str())),
+            part(1, Some("{\"not\": \"a chart\"}")),
+        ],
+    );
+    assert_eq!(drawn, Ok(2));
+    let page = std::fs::read_to_string(&path).expect("written");
+    let value = page_data(&page);
+    // Nodes in their order, each heading before its own two lanes.
+    assert_eq!(
+        value["groups"],
+        serde_json::json!([[0, "node 1 of 3"], [2, "node 3 of 3"]])
+    );
+    assert_eq!(value["lanes"].as_array().map(Vec::len), Some(4));
+    let bars: Vec<Vec<i64>> = serde_json::from_value(value["bars"].clone()).expect("bars");
+    assert_eq!(bars.len(), 6, "every node's attempts");
+    // Node 3 started 1.5 s after node 1: its bars are 1.5 s later on the job's axis, on its
+    // own lanes, naming the same tests (each test id once).
+    let (first, later) = bars.split_at(3);
+    for (a, b) in first.iter().zip(later) {
+        assert_eq!(b[0], a[0] + 2);
+        assert_eq!(b[1] - a[1], 15_000);
+        assert_eq!(b[5], a[5]);
+    }
+    assert_eq!(value["tests"].as_array().map(Vec::len), Some(3));
+    assert!(page.contains("in 2 nodes"));
+    assert!(page.contains("not drawn: node 2 (no timeline in its report)"));
+    assert!(page.contains("the nodes started within 1.50 s of each other"));
+
+    // The same job as a picture without script.
+    let svg_path = dir.path().join("job.svg");
+    let one_part = [part(0, Some(one.as_str()))];
+    assert_eq!(super::job::write_job(&svg_path, "b1", &one_part), Ok(1));
+    let picture = std::fs::read_to_string(&svg_path).expect("written");
+    assert_eq!(picture.matches("<rect class=\"b ").count(), 3);
+    assert!(picture.contains(">node 1 of 3<"));
+
+    // Nothing to draw is said, and no file is left.
+    let none = dir.path().join("none.html");
+    let nothing = super::job::write_job(&none, "b1", &[part(0, None)]);
+    assert_eq!(
+        nothing,
+        Err("no node left its timeline with its report".to_owned())
+    );
+    assert!(!none.exists());
 }
