@@ -6,12 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
-use shardex_e2e::{
-    copy_fixture, default_timeout, empty_suite, serial, shardex_cmd, start, venv_python, RunOutput,
-    Suite,
-};
+use shardex_e2e::{copy_fixture, empty_suite, serial, shardex_cmd, sql, RunOutput, Suite};
 
 use crate::shardex_bin;
 
@@ -54,41 +50,6 @@ def _record_db(request):
         with open(os.path.join(outdir, re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)), "w") as f:
             f.write(f"{name}\n{os.environ.get('PYTEST_XDIST_WORKER', 'master')}\n")
 "#;
-
-const SQL_SCRIPT: &str = r#"
-import os, sys
-import psycopg
-conn = psycopg.connect(
-    host=os.environ.get("SHARDEX_PG_HOST", "127.0.0.1"),
-    port=os.environ["SHARDEX_PG_PORT"],
-    user=os.environ.get("SHARDEX_PG_USER", "shardex"),
-    password=os.environ.get("SHARDEX_PG_PASSWORD", "shardex"),
-    dbname="postgres",
-    autocommit=True,
-    connect_timeout=10,
-)
-for q in sys.argv[1:]:
-    cur = conn.execute(q)
-    if cur.description:
-        for row in cur.fetchall():
-            print("\t".join(str(x) for x in row))
-"#;
-
-fn sql(queries: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new(venv_python());
-    cmd.arg("-c").arg(SQL_SCRIPT).args(queries);
-    let out = start("psql (psycopg)", cmd, None).wait(default_timeout());
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "SQL failed: {queries:?}\n{}",
-        out.describe()
-    );
-    out.stdout
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
-}
 
 fn require_pg() {
     assert!(

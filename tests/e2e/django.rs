@@ -2,32 +2,10 @@
 //! `--reuse-db` keeps them across runs. Needs the server from `scripts/pg.sh` (run via scripts/test.sh).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use shardex_e2e::{
-    copy_fixture, default_timeout, serial, shardex_cmd, start, venv_python, Kind, RunOutput,
-};
+use shardex_e2e::{copy_fixture, serial, shardex_cmd, sql, Kind, RunOutput};
 
 use crate::shardex_bin;
-
-const SQL_SCRIPT: &str = r#"
-import os, sys
-import psycopg
-conn = psycopg.connect(
-    host=os.environ.get("SHARDEX_PG_HOST", "127.0.0.1"),
-    port=os.environ["SHARDEX_PG_PORT"],
-    user=os.environ.get("SHARDEX_PG_USER", "shardex"),
-    password=os.environ.get("SHARDEX_PG_PASSWORD", "shardex"),
-    dbname="postgres",
-    autocommit=True,
-    connect_timeout=10,
-)
-for q in sys.argv[1:]:
-    cur = conn.execute(q)
-    if cur.description:
-        for row in cur.fetchall():
-            print("\t".join(str(x) for x in row))
-"#;
 
 fn require_pg() {
     if std::env::var_os("SHARDEX_PG_PORT").is_none() {
@@ -36,23 +14,6 @@ fn require_pg() {
              Run the tests via scripts/test.sh (or `bash scripts/pg.sh start && eval \"$(bash scripts/pg.sh env)\"` first)."
         );
     }
-}
-
-/// Run SQL statements against the `postgres` DB as the app role; returns rows (tab-separated columns).
-fn sql(queries: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new(venv_python());
-    cmd.arg("-c").arg(SQL_SCRIPT).args(queries);
-    let out = start("psql (psycopg)", cmd, None).wait(default_timeout());
-    assert_eq!(
-        out.code(),
-        Some(0),
-        "SQL failed: {queries:?}\n{}",
-        out.describe()
-    );
-    out.stdout
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
 }
 
 fn test_db_prefix() -> String {

@@ -1286,6 +1286,43 @@ pub fn assert_no_survivors(dir: &Path, run: &RunOutput) {
 
 // ------------------------------------------------------------------------------------------ unit tests
 
+const SQL_SCRIPT: &str = r#"
+import os, sys
+import psycopg
+conn = psycopg.connect(
+    host=os.environ.get("SHARDEX_PG_HOST", "127.0.0.1"),
+    port=os.environ["SHARDEX_PG_PORT"],
+    user=os.environ.get("SHARDEX_PG_USER", "shardex"),
+    password=os.environ.get("SHARDEX_PG_PASSWORD", "shardex"),
+    dbname="postgres",
+    autocommit=True,
+    connect_timeout=10,
+)
+for q in sys.argv[1:]:
+    cur = conn.execute(q)
+    if cur.description:
+        for row in cur.fetchall():
+            print("\t".join(str(x) for x in row))
+"#;
+
+/// Runs SQL statements against the private PostgreSQL's `postgres` DB as the app role
+/// (`scripts/pg.sh`); returns the rows, columns split at tabs.
+pub fn sql(queries: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg("-c").arg(SQL_SCRIPT).args(queries);
+    let out = start("psql (psycopg)", cmd, None).wait(default_timeout());
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "SQL failed: {queries:?}\n{}",
+        out.describe()
+    );
+    out.stdout
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

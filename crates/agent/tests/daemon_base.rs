@@ -19,29 +19,8 @@ use shardex_agent::{plugin, RunConfig, RunEvent, RunSummary};
 use shardex_core::Outcome;
 use tokio::sync::mpsc::UnboundedSender;
 
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
-
-fn suite(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pytest.ini"), "[pytest]\n").unwrap();
-    for (name, body) in files {
-        write(&dir.path().join(name), body);
-    }
-    dir
-}
-
-fn write(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, body).unwrap();
-}
+mod python_suite;
+use python_suite::{suite, venv_python, write};
 
 /// A conftest, an app package a test imports, and that test.
 fn app_suite(test_body: &str) -> tempfile::TempDir {
@@ -433,12 +412,7 @@ fn forked_zygotes_run_like_cold_ones_and_see_edited_tests() {
         for (pid, code, signal) in exits {
             assert_eq!((code, signal), (Some(0), None), "zygote {pid}");
         }
-        let others = served.stop().await;
-        // Learned imports (Watch) may come; a death may not.
-        assert!(
-            !others.iter().any(|e| matches!(e, BaseEvent::Died { .. })),
-            "the base died: {others:?}"
-        );
+        assert_alive_to_the_end(served).await;
     });
 }
 
@@ -519,6 +493,16 @@ fn exits_come_with_their_code_and_a_zygote_can_be_killed() {
             }
         );
     });
+}
+
+/// Stops serving; the base reported no death until then (learned imports, `Watch`, may
+/// have come).
+async fn assert_alive_to_the_end(served: Served) {
+    let others = served.stop().await;
+    assert!(
+        !others.iter().any(|e| matches!(e, BaseEvent::Died { .. })),
+        "the base died: {others:?}"
+    );
 }
 
 /// The base's next event other than learned imports (`Watch`, sent after a run's end).
@@ -684,11 +668,7 @@ fn a_django_run_forked_from_a_warm_base_passes_like_a_cold_one() {
             shown(warm_first, &warm),
             shown(again_first, &again),
         );
-        let others = served.stop().await;
-        assert!(
-            !others.iter().any(|e| matches!(e, BaseEvent::Died { .. })),
-            "the base died: {others:?}"
-        );
+        assert_alive_to_the_end(served).await;
     });
 }
 

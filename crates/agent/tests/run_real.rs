@@ -2,32 +2,14 @@
 //! scripts/setup.sh).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shardex_agent::{execute, RunConfig, RunEvent, RunSummary, WorkerMode};
 use shardex_core::Outcome;
 
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
-
-fn suite(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pytest.ini"), "[pytest]\n").unwrap();
-    for (name, body) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
-    }
-    dir
-}
+mod python_suite;
+use python_suite::{suite, venv_python};
 
 fn run(
     dir: &Path,

@@ -25,3 +25,13 @@ pub use errors::{JunitReadError, TimingError};
 pub use outcome::{Category, Outcome};
 pub use run_events::{RunEvent, RunSummary, SharedOutcome, TestResult};
 pub use test_id::{TestId, WorkerId};
+
+/// The files pytest may read its configuration from (the first found, walking up from the
+/// arguments, sets the rootdir).
+pub const PYTEST_INI_FILES: &[&str] = &[
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+];

@@ -12,15 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::{RunSummary, TestId};
 
-/// Files whose change can change any test's collection or meaning: the next run is whole.
-const CONFIG_FILES: &[&str] = &[
-    "pytest.ini",
-    ".pytest.ini",
-    "pyproject.toml",
-    "tox.ini",
-    "setup.cfg",
-    ".env",
-];
+/// Files whose change can change any test's collection or meaning (pytest's ini files and
+/// `.env`): the next run is whole.
+pub fn is_config_file(name: &str) -> bool {
+    crate::PYTEST_INI_FILES.contains(&name) || name == ".env"
+}
 
 /// What the user selected on the command line, relative to the rootdir.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,7 +234,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         .changed
         .iter()
         .chain(input.removed)
-        .any(|p| CONFIG_FILES.contains(&file_name(p)));
+        .any(|p| is_config_file(file_name(p)));
     if config_changed {
         return Plan::Whole;
     }

@@ -6,14 +6,6 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-const CONFIG_FILES: &[&str] = &[
-    "pytest.ini",
-    ".pytest.ini",
-    "pyproject.toml",
-    "tox.ini",
-    "setup.cfg",
-];
-
 /// `sun_path` holds 108 bytes with its NUL: a longer path is reached through
 /// `/proc/self/fd/N` of the open folder.
 const SUN_PATH_MAX: usize = 107;
@@ -36,7 +28,11 @@ impl Place {
     pub fn for_cwd(cwd: &Path) -> Self {
         let root = cwd
             .ancestors()
-            .find(|dir| CONFIG_FILES.iter().any(|name| dir.join(name).is_file()))
+            .find(|dir| {
+                shardex_core::PYTEST_INI_FILES
+                    .iter()
+                    .any(|name| dir.join(name).is_file())
+            })
             .unwrap_or(cwd);
         Self::of_root(root)
     }

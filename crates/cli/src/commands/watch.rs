@@ -34,16 +34,6 @@ const POLL: Duration = Duration::from_millis(200);
 pub const EXIT_SIGINT: i32 = 130;
 pub const EXIT_SIGTERM: i32 = 143;
 
-/// Files watched besides `*.py`: pytest's ini files and `.env`.
-const CONFIG_NAMES: &[&str] = &[
-    "pytest.ini",
-    ".pytest.ini",
-    "pyproject.toml",
-    "tox.ini",
-    "setup.cfg",
-    ".env",
-];
-
 /// `--watch` (and `--watch-all`, which implies it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchMode {
@@ -230,7 +220,7 @@ fn watched_file(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    name.ends_with(".py") || CONFIG_NAMES.contains(&&*name)
+    name.ends_with(".py") || shardex_core::watch_plan::is_config_file(&name)
 }
 
 /// The watched files under a folder and the folders themselves, with their stamps. A

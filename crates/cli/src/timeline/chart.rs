@@ -280,12 +280,7 @@ impl Chart {
         };
         self.first_start = first;
         self.makespan = last - first;
-        let total: f64 = self.bars.iter().map(|b| b.end - b.start).sum();
-        let longest = self
-            .bars
-            .iter()
-            .map(|b| b.end - b.start)
-            .fold(0.0, f64::max);
+        let (total, longest) = self.total_and_longest();
         self.lower_bound = (total / workers as f64).max(longest);
         // Gaps shorter than this are the normal hand-off between two tests.
         let threshold = (self.makespan / 200.0).max(0.02);
@@ -325,12 +320,7 @@ impl Chart {
             self.bars.len(),
             if workers == 1 { "" } else { "s" }
         );
-        let total: f64 = self.bars.iter().map(|b| b.end - b.start).sum();
-        let longest = self
-            .bars
-            .iter()
-            .map(|b| b.end - b.start)
-            .fold(0.0, f64::max);
+        let (total, longest) = self.total_and_longest();
         let ratio = if self.lower_bound > 0.0 {
             format!(" = {:.2}\u{d7}", self.makespan / self.lower_bound)
         } else {
@@ -372,6 +362,12 @@ impl Chart {
             ));
         }
         self.slowest = self.slowest_tests();
+    }
+
+    /// The attempts' total time and the longest attempt (the lower bound's two terms).
+    pub(super) fn total_and_longest(&self) -> (f64, f64) {
+        let lengths = self.bars.iter().map(|b| b.end - b.start);
+        (lengths.clone().sum(), lengths.fold(0.0, f64::max))
     }
 
     pub(super) fn counts_line(&self) -> String {

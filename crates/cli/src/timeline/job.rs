@@ -214,8 +214,7 @@ fn job_chart(build: &str, charts: &[(u32, u32, u64, Chart)], without: &[u32]) ->
     let last = job.bars.iter().map(|b| b.end).reduce(f64::max);
     job.first_start = first.unwrap_or(job.end);
     job.makespan = last.zip(first).map_or(0.0, |(l, f)| l - f);
-    let total: f64 = job.bars.iter().map(|b| b.end - b.start).sum();
-    let longest = job.bars.iter().map(|b| b.end - b.start).fold(0.0, f64::max);
+    let (total, longest) = job.total_and_longest();
     job.lower_bound = (total / workers as f64).max(longest);
     describe(&mut job, build, charts, without, &ends, total, longest);
     job
