@@ -60,6 +60,7 @@ class TemplateDb:
         self.prepared = False
         self.templates: list[Template] = []
         self.cloned: set[str] = set()  # slots whose clone is ready (kept for a respawn)
+        self.templates_left: list[Template] = []
         config = plugin.config
         django = _has_django(config)
         self.keepdb = django and bool(config.getvalue("reuse_db"))
@@ -72,6 +73,7 @@ class TemplateDb:
             self.prepared = True
             try:
                 self.templates = self._prepare(worker_count)
+                self.templates_left = list(self.templates)  # not dropped yet
             except _Off as off:
                 if str(off):
                     self.plugin.note(str(off))
@@ -92,6 +94,24 @@ class TemplateDb:
             finally:
                 _close_all()
 
+    def after_forks(self, worker_count: int) -> None:
+        """Without --reuse-db, the templates go as soon as every slot has its clone (a
+        respawned worker reuses its slot's): dropped while the tests run, not after them."""
+        if self.keepdb or not self.templates or len(self.cloned) < worker_count:
+            return
+        self._drop_templates()
+
+    def _drop_templates(self) -> None:
+        templates, self.templates_left = self.templates_left, []
+        try:
+            with _unblocked(self.plugin.config):
+                for template in templates:
+                    _drop(template, template.name)
+        except Exception as error:
+            self.plugin.note(f"dropping the template test DB failed: {_short(error)}")
+        finally:
+            _close_all()
+
     def in_worker(self, slot: str) -> None:
         """In the forked worker: its django_db_setup points at the slot's clone."""
         if slot in self.cloned:
@@ -107,11 +127,11 @@ class TemplateDb:
                 for template in self.templates:
                     for slot in sorted(self.cloned - alive):
                         _drop(template, template.slot_name(slot))
-                    _drop(template, template.name)
         except Exception as error:
-            self.plugin.note(f"dropping the template test DB failed: {_short(error)}")
+            self.plugin.note(f"dropping a clone of the template test DB failed: {_short(error)}")
         finally:
             _close_all()
+        self._drop_templates()
 
     def _prepare(self, worker_count: int) -> list:
         config = self.plugin.config

@@ -159,6 +159,7 @@ class Zygote:
             elif msg["t"] == "exit":
                 return False
             msg = channel.pop_line()
+        self.dbclone.after_forks(SETTINGS.worker_count)
         return True
 
     def _fork(self, slot: str, wake_r: int, wake_w: int) -> None:
